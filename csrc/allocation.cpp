@@ -72,6 +72,8 @@ void marginal_gains(const double* row, int64_t length, int64_t min_rollouts, boo
       fail(row_name, " has a non-finite value ", row[k], " at n = ", min_rollouts + k);
   for (int64_t k = 0; k + 1 < length; ++k) {
     const double gain = row[k] - row[k + 1];
+    if (!std::isfinite(gain))
+      fail(row_name, " has values too far apart to subtract at n = ", min_rollouts + k, ": ", row[k], " and ", row[k + 1]);
     const double scale = std::max(std::abs(row[k]), std::abs(row[k + 1]));
     if (non_increasing && exceeds_rounding(-gain, scale))
       fail(row_name, " must be non-increasing but rises at n = ", min_rollouts + k + 1, ": phi(",
@@ -121,17 +123,16 @@ class EstimatorGains {
   double unit_gain(int64_t k) const { return table_.empty() ? formula(k) : table_[static_cast<size_t>(k)]; }
   double gain(int64_t q, int64_t k) const { return weights_[q] * unit_gain(k); }
 
-  int64_t count_above(int64_t q, double lambda) const {
+  int64_t count_above(int64_t q, double lambda, double inv_lambda) const {
     const double w = weights_[q];
-    if (lambda < 0) return steps_;
-    if (w == 0) return 0;
+    if (!(lambda > 0)) return lambda < 0 ? steps_ : (w > 0 ? steps_ : 0);
     // Invert the closed form: rloo takes n while n(n-1) < w/lambda; drgrpo's gain ~ 1/n^3.
-    const double ratio = w / lambda;
-    const double n_star = estimator_ == Estimator::rloo ? 0.5 * (1.0 + std::sqrt(1.0 + 4.0 * ratio))
-                                                        : std::cbrt(ratio) - 1.0;
-    const double guess = std::floor(n_star) + 1.0 - static_cast<double>(min_);
-    const int64_t first = guess >= static_cast<double>(steps_) ? steps_ : static_cast<int64_t>(std::max(guess, 0.0));
-    return settle_count(first, steps_, lambda, [&](int64_t k) { return w * unit_gain(k); });
+    // Both are >= 0, so truncation is floor; the cap keeps the cast in range.
+    const double ratio = w > 0 ? w * inv_lambda : 0.0;  // 0 * inf would be NaN
+    const double n_star = estimator_ == Estimator::rloo ? 0.5 + std::sqrt(0.25 + ratio) : std::cbrt(ratio) - 1.0;
+    const double capped = std::min(std::max(n_star, 0.0), static_cast<double>(min_ + steps_ + 1));
+    const int64_t guess = static_cast<int64_t>(capped) + 1 - min_;
+    return settle_count(guess, steps_, lambda, [&](int64_t k) { return w * unit_gain(k); });
   }
 
   double unit_gain_at_mean(int64_t num_prompts, int64_t budget) const {
@@ -161,7 +162,7 @@ class SharedCurveGains {
   }
   double unit_gain(int64_t k) const { return unit_[static_cast<size_t>(k)]; }
   double gain(int64_t q, int64_t k) const { return weights_[q] * unit_gain(k); }
-  int64_t count_above(int64_t q, double lambda) const {
+  int64_t count_above(int64_t q, double lambda, double /*inv_lambda*/) const {
     const double w = weights_[q];
     auto first_not_above = std::partition_point(unit_.begin(), unit_.end(),
                                                 [&](double u) { return w * u > lambda; });
@@ -192,7 +193,7 @@ class CostTableGains {
     }
   }
   double gain(int64_t q, int64_t k) const { return gains_[static_cast<size_t>(q * steps_ + k)]; }
-  int64_t count_above(int64_t q, double lambda) const {
+  int64_t count_above(int64_t q, double lambda, double /*inv_lambda*/) const {
     const double* row = gains_.data() + q * steps_;
     return std::partition_point(row, row + steps_, [&](double g) { return g > lambda; }) - row;
   }
@@ -225,12 +226,32 @@ bool takes_precedence(const Candidate& a, const Candidate& b) {
   return a.step < b.step;
 }
 
+// Scratch buffers reused across calls on the same thread: fresh multi-megabyte allocations
+// page-fault on every call, which at Q = 65536 cost as much as the whole solve.
+struct Workspace {
+  std::vector<int64_t> counts_lo, counts_hi, probe_counts, active;  // (Q)
+  std::vector<double> roots;                                         // (Q)
+};
+
+Workspace& thread_workspace() {
+  thread_local Workspace workspace;
+  return workspace;
+}
+
 template <class Gains>
 class ThresholdSearch {
  public:
   // `positive` says every gain is >= 0, so the multiplier is searched on a log scale.
   ThresholdSearch(const Gains& gains, int64_t num_prompts, int64_t steps, int64_t units, bool positive)
-      : gains_(gains), num_prompts_(num_prompts), steps_(steps), units_(units), positive_(positive) {}
+      : gains_(gains),
+        num_prompts_(num_prompts),
+        steps_(steps),
+        units_(units),
+        positive_(positive),
+        counts_lo_(thread_workspace().counts_lo),
+        counts_hi_(thread_workspace().counts_hi),
+        probe_counts_(thread_workspace().probe_counts),
+        active_(thread_workspace().active) {}
 
   // lo: S(lo) = Q*m (every unit taken); hi: S(hi) = 0. guess: a first multiplier, or NaN.
   void solve(double lo, double hi, double guess, int64_t* extra) {
@@ -268,9 +289,14 @@ class ThresholdSearch {
 
   // Only prompts whose count differs between the bracket ends can change.
   int64_t evaluate(double lambda) {
+    const double inv_lambda = 1.0 / lambda;
     int64_t total = hi_.total;
+    if (probes_ == 0) {
+      for (int64_t q : active_) total += probe_counts_[q] = gains_.count_above(q, lambda, inv_lambda);
+      return total;
+    }
     for (int64_t q : active_) {
-      const int64_t count = count_within_bracket(q, lambda);
+      const int64_t count = count_within_bracket(q, lambda, inv_lambda);
       probe_counts_[q] = count;
       total += count - counts_hi_[q];
     }
@@ -279,11 +305,11 @@ class ThresholdSearch {
 
   // count_above(q, lambda) lies in [counts_hi, counts_lo]; near the answer most prompts sit at
   // one end, which one comparison of a known gain confirms.
-  int64_t count_within_bracket(int64_t q, double lambda) const {
+  int64_t count_within_bracket(int64_t q, double lambda, double inv_lambda) const {
     const int64_t most = counts_lo_[q], least = counts_hi_[q];
     if (most > 0 && gains_.gain(q, most - 1) > lambda) return most;
     if (least < steps_ && !(gains_.gain(q, least) > lambda)) return least;
-    return gains_.count_above(q, lambda);
+    return gains_.count_above(q, lambda, inv_lambda);
   }
 
   void move_bracket(double lambda, int64_t total) {
@@ -327,19 +353,37 @@ class ThresholdSearch {
   double bisect() const {
     const double lo = lo_.lambda, hi = hi_.lambda;
     if (positive_ && lo > 0) return std::sqrt(lo) * std::sqrt(hi);
-    if (positive_) return hi > std::numeric_limits<double>::min() * 16 ? hi / 16 : 0.0;
+    if (positive_) return hi * 0x1p-64;  // reaches 0 (then S(0) is probed) in a few steps
     return lo + 0.5 * (hi - lo);
   }
 
   void place_leftover_units(int64_t* extra) {
+    const int64_t take = units_ - hi_.total;
+    std::copy(counts_hi_.begin(), counts_hi_.end(), extra);
+    const bool one_gain_value = (positive_ && hi_.lambda == 0) || std::nextafter(lo_.lambda, kInf) == hi_.lambda;
+    if (one_gain_value)
+      fill_in_prompt_order(take, extra);
+    else
+      select_largest_gains(take, extra);
+  }
+
+  // Every candidate gain equals hi: the tie rule alone decides, lower prompt first.
+  void fill_in_prompt_order(int64_t take, int64_t* extra) const {
+    for (auto it = active_.begin(); take > 0 && it != active_.end(); ++it) {
+      const int64_t units = std::min(take, counts_lo_[*it] - counts_hi_[*it]);
+      extra[*it] += units;
+      take -= units;
+    }
+  }
+
+  void select_largest_gains(int64_t take, int64_t* extra) const {
     std::vector<Candidate> candidates;
     candidates.reserve(static_cast<size_t>(lo_.total - hi_.total));
-    std::copy(counts_hi_.begin(), counts_hi_.end(), extra);
     for (int64_t q : active_)
       for (int64_t k = counts_hi_[q]; k < counts_lo_[q]; ++k) candidates.push_back({gains_.gain(q, k), q, k});
-    const auto take = static_cast<std::ptrdiff_t>(units_ - hi_.total);
-    std::nth_element(candidates.begin(), candidates.begin() + take, candidates.end(), takes_precedence);
-    for (auto it = candidates.begin(); it != candidates.begin() + take; ++it) ++extra[it->prompt];
+    const auto last = candidates.begin() + static_cast<std::ptrdiff_t>(take);
+    std::nth_element(candidates.begin(), last, candidates.end(), takes_precedence);
+    for (auto it = candidates.begin(); it != last; ++it) ++extra[it->prompt];
   }
 
   const Gains& gains_;
@@ -347,8 +391,10 @@ class ThresholdSearch {
   bool positive_;
   Point lo_{}, hi_{}, latest_{}, previous_{};
   int probes_ = 0;
-  std::vector<int64_t> counts_lo_, counts_hi_, probe_counts_;  // (Q)
-  std::vector<int64_t> active_;                                 // prompts with counts_lo > counts_hi
+  std::vector<int64_t>& counts_lo_;
+  std::vector<int64_t>& counts_hi_;
+  std::vector<int64_t>& probe_counts_;
+  std::vector<int64_t>& active_;  // prompts with counts_lo > counts_hi, in index order
 };
 
 // Square of the mean sqrt(w): the multiplier at which curves ~ 1/n give each prompt its share.
@@ -371,7 +417,8 @@ double rloo_relaxed_multiplier(const double* weights, int64_t num_prompts, int64
                                int64_t max_rollouts, int64_t budget) {
   const double L = static_cast<double>(min_rollouts), U = static_cast<double>(max_rollouts);
   const double target = static_cast<double>(budget);
-  std::vector<double> root(static_cast<size_t>(num_prompts));
+  std::vector<double>& root = thread_workspace().roots;
+  root.resize(static_cast<size_t>(num_prompts));
   double root_sum = 0;
   for (int64_t q = 0; q < num_prompts; ++q) root_sum += root[q] = std::sqrt(weights[q]);
   if (!(root_sum > 0)) return NAN;
