@@ -2,6 +2,7 @@
 
 from ._core import __version__
 from .allocation import ESTIMATORS, allocate, allocate_relaxed, allocation_objective, knapsack_costs
+from .success_gp import GPPrediction, SuccessGP
 
 __all__ = [
     "__version__",
@@ -10,4 +11,22 @@ __all__ = [
     "allocate_relaxed",
     "allocation_objective",
     "knapsack_costs",
+    "SuccessGP",
+    "GPPrediction",
+    "group_advantages",
+    "group_ids_from_index",
+    "token_advantages",
+    "fused_token_advantages",
 ]
+
+# The advantage functions need torch (the `torch` extra); load them on first use so that
+# `import vipfast` works without it.
+_ADVANTAGES = ("group_advantages", "group_ids_from_index", "token_advantages", "fused_token_advantages")
+
+
+def __getattr__(name):
+    if name in _ADVANTAGES:
+        from . import advantages
+
+        return getattr(advantages, name)
+    raise AttributeError(f"module 'vipfast' has no attribute {name!r}")

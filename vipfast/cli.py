@@ -50,6 +50,38 @@ def bench(args) -> int:
     return 0
 
 
+def simulate(args) -> int:
+    """Every allocator on the same synthetic population at equal budget: table + PNG."""
+    from dataclasses import fields
+
+    from .allocator import make_allocator
+    from .sim import Scenario
+    from .sim import simulate as run_simulation
+    from .sim_report import summary_table, write_plot
+
+    scenario = Scenario(**{f.name: getattr(args, f.name) for f in fields(Scenario)})
+    results = []
+    for name in tqdm(args.allocators, desc="allocators", unit="run", file=sys.stderr):
+        allocator = make_allocator(name, budget_per_prompt=scenario.budget_per_prompt, min_rollouts=scenario.min_rollouts,
+                                   max_rollouts=scenario.max_rollouts, embedding_dim=scenario.dim)
+        results.append(run_simulation(allocator, scenario, label=name))
+    print(summary_table(results, scenario))
+    write_plot(results, args.plot)
+    print(f"plot: {args.plot}")
+    return 0
+
+
+def _add_scenario_flags(parser) -> None:
+    from dataclasses import MISSING, fields
+
+    from .sim import Scenario
+
+    for f in fields(Scenario):
+        default = f.default if f.default is not MISSING else None
+        parser.add_argument(f"--{f.name.replace('_', '-')}", type=type(default), default=default,
+                            help=f"(default {default})")
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(prog="vipfast", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
@@ -60,6 +92,11 @@ def main(argv=None) -> int:
     bench_parser.add_argument("--max-rollouts", type=int, default=64)
     bench_parser.add_argument("--seed", type=int, default=0)
     bench_parser.set_defaults(run=bench)
+    sim_parser = commands.add_parser("simulate", help="compare allocators on a synthetic RLVR population")
+    sim_parser.add_argument("--allocators", nargs="+", default=["uniform", "vipfast", "paper", "knapsack"])
+    sim_parser.add_argument("--plot", default="simulate.png", help="PNG path (default simulate.png)")
+    _add_scenario_flags(sim_parser)
+    sim_parser.set_defaults(run=simulate)
     args = parser.parse_args(argv)
     return args.run(args)
 

@@ -1,0 +1,319 @@
+"""Success-probability predictor (DESIGN.md section 3): a Gaussian process over prompt embeddings.
+
+    gp = vipfast.SuccessGP(384)
+    gp.observe(keys, embeddings, successes, trials)   # after each step's rollouts are verified
+    gp.advance()                                      # one training step has passed
+    mean, var, p, w = gp.predict(keys, embeddings)    # before the next step's rollouts
+
+The latent logit f of a prompt has a GP prior over its L2-normalised embedding; k successes in
+n trials become a Gaussian pseudo-observation of f, and evidence of age a steps is tempered by
+forgetting**a. `mode="exact"` is the dense float64 GP on the stored keys (the reference);
+`mode="fast"` an inducing-point (FITC) approximation updated in information form, whose cost
+per step does not grow with training; `mode="auto"` is exact while at most `auto_exact_max`
+keys are stored. docs/success_gp.md gives the model, the algorithms and the measurements.
+"""
+
+from __future__ import annotations
+
+import operator
+from collections.abc import Mapping
+from typing import Any, NamedTuple
+
+import numpy as np
+
+from . import _core
+
+__all__ = ["GPPrediction", "SuccessGP", "STATE_FORMAT_VERSION"]
+
+STATE_FORMAT_VERSION: int = _core.SUCCESS_GP_STATE_VERSION
+_UINT64_MAX = 2**64 - 1
+_INT64_MAX = 2**63 - 1
+
+
+class GPPrediction(NamedTuple):
+    """Posterior summaries per prompt, each float64 [Q]."""
+
+    mean: np.ndarray    # posterior mean of the logit f
+    var: np.ndarray     # posterior variance of f
+    proba: np.ndarray   # p-hat = E[sigmoid(f)] (moderated) or sigmoid(mean) (plugin)
+    weight: np.ndarray  # E[sigmoid(f)(1 - sigmoid(f))], the allocation weight
+
+
+def _as_keys(keys) -> np.ndarray:
+    """uint64 [Q] without loss: Python ints or integer arrays; negatives and > 2**64-1 are refused."""
+    if isinstance(keys, np.ndarray):
+        array = keys
+    else:
+        try:
+            array = np.asarray(keys)
+        except Exception as error:
+            raise TypeError(f"keys must be a 1-D sequence of integers: {error}") from None
+        if array.dtype.kind in "fO":  # Python ints past int64, or mixed signs numpy turned into floats
+            array = np.asarray(keys, dtype=object)
+    if array.ndim != 1:
+        raise ValueError(f"keys must be 1-D, got shape {array.shape}")
+    kind = array.dtype.kind
+    if kind == "u":
+        return np.ascontiguousarray(array, dtype=np.uint64)
+    if kind == "i":
+        negative = np.flatnonzero(array < 0)
+        if negative.size:
+            i = int(negative[0])
+            raise ValueError(f"keys[{i}] = {array[i]} is negative; keys must fit in uint64 [0, 2**64 - 1]")
+        return np.ascontiguousarray(array, dtype=np.uint64)
+    if kind == "O":
+        out = np.empty(len(array), dtype=np.uint64)
+        for i, value in enumerate(array):
+            if isinstance(value, (bool, np.bool_)):
+                raise TypeError(f"keys[{i}] is a bool; keys must be integers")
+            try:
+                number = operator.index(value)
+            except TypeError:
+                raise TypeError(f"keys[{i}] = {value!r} is not an integer; keys must be uint64") from None
+            if not 0 <= number <= _UINT64_MAX:
+                raise ValueError(f"keys[{i}] = {number} does not fit in uint64 [0, 2**64 - 1]")
+            out[i] = number
+        return out
+    raise TypeError(f"keys must be integers convertible to uint64 without loss, got dtype {array.dtype}")
+
+
+def _as_embeddings(embeddings, dim: int) -> np.ndarray:
+    try:
+        array = np.asarray(embeddings)
+    except Exception as error:
+        raise TypeError(f"embeddings must be a 2-D array of real numbers: {error}") from None
+    if array.dtype.kind not in "biuf":
+        raise TypeError(f"embeddings must hold real numbers, got dtype {array.dtype}")
+    if array.ndim != 2 or array.shape[1] != dim:
+        raise ValueError(f"embeddings must have shape (Q, dim) = (Q, {dim}), got {array.shape}")
+    return np.ascontiguousarray(array, dtype=np.float64)
+
+
+def _as_counts(value, name: str) -> np.ndarray:
+    try:
+        array = np.asarray(value)
+    except Exception as error:
+        raise TypeError(f"{name} must be a 1-D array of integers: {error}") from None
+    if array.ndim != 1:
+        raise ValueError(f"{name} must be 1-D, got shape {array.shape}")
+    kind = array.dtype.kind
+    if kind == "f":
+        bad = np.flatnonzero(~(np.isfinite(array) & (array == np.round(array))))
+        if bad.size:
+            raise ValueError(f"{name}[{bad[0]}] = {array[bad[0]]} is not a whole number")
+    elif kind == "u":
+        big = np.flatnonzero(array > _INT64_MAX)
+        if big.size:
+            raise ValueError(f"{name}[{big[0]}] = {array[big[0]]} does not fit in int64")
+    elif kind != "i":
+        raise TypeError(f"{name} must hold integers, got dtype {array.dtype}")
+    if kind == "f" and array.size and np.abs(array).max() > _INT64_MAX:
+        i = int(np.argmax(np.abs(array)))
+        raise ValueError(f"{name}[{i}] = {array[i]} does not fit in int64")
+    return np.ascontiguousarray(array, dtype=np.int64)
+
+
+def _as_successes(value) -> np.ndarray:
+    try:
+        array = np.asarray(value)
+    except Exception as error:
+        raise TypeError(f"successes must be a 1-D array of real numbers: {error}") from None
+    if array.dtype.kind not in "biuf":
+        raise TypeError(f"successes must hold real numbers, got dtype {array.dtype}")
+    if array.ndim != 1:
+        raise ValueError(f"successes must be 1-D, got shape {array.shape}")
+    return np.ascontiguousarray(array, dtype=np.float64)
+
+
+def _real(value, name: str) -> float:
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, float, np.integer, np.floating)):
+        raise TypeError(f"{name} must be a real number, got {type(value).__name__} {value!r}")
+    return float(value)
+
+
+def _integer(value, name: str) -> int:
+    if isinstance(value, (bool, np.bool_)):
+        raise TypeError(f"{name} must be an integer, got bool")
+    try:
+        number = operator.index(value)
+    except TypeError:
+        raise TypeError(f"{name} must be an integer, got {type(value).__name__} {value!r}") from None
+    if not -(2**63) <= number <= _INT64_MAX:
+        raise ValueError(f"{name} = {number} does not fit in int64")
+    return number
+
+
+def _choice(value, name: str, options: tuple[str, ...]) -> str:
+    if value not in options:
+        raise ValueError(f"{name} must be one of {options}, got {value!r}")
+    return value
+
+
+class SuccessGP:
+    """Forecasts each prompt's success probability before any rollout is drawn.
+
+    dim: embedding width (384 for all-MiniLM-L6-v2).
+    lengthscale: RBF lengthscale on unit-norm embeddings; None = median pairwise distance of the
+        stored keys, cached and re-estimated when the stored set grew or turned over by 25 %.
+    signal_var: prior variance sigma_f^2 of the logit.
+    prior_mean: prior mean of the logit; None = forgetting-weighted mean of the stored targets.
+    forgetting: gamma in (0, 1]; evidence of age a steps counts gamma**a (1 = never forget).
+    capacity: keys stored at most; the least recently observed key is evicted.
+    mode: "exact" | "fast" | "auto" (exact while at most `auto_exact_max` keys are stored).
+    noise: "binomial" (DESIGN.md: y = logit((k+1/2)/(n+1)), s^2 = 1/((n+1) p(1-p)) + jitter) or
+        "fixed" (the published VIP code: y = logit(clip(k/n, clip, 1-clip)), s^2 = jitter).
+    jitter: extra noise variance (binomial, default 0) or the noise variance (fixed, default 1e-4).
+    clip: rate clipping of the "fixed" noise model.
+    proba: "moderated" (sigmoid(mu / sqrt(1 + pi var / 8))) or "plugin" (sigmoid(mu), as VIP's code).
+    num_inducing: inducing points of the fast mode.
+    """
+
+    __slots__ = ("_gp", "_version", "_last")
+
+    def __init__(self, dim, *, lengthscale=None, signal_var=1.0, prior_mean=None, forgetting=0.95, capacity=4096,
+                 mode="auto", noise="binomial", jitter=None, clip=0.01, proba="moderated", num_inducing=384,
+                 auto_exact_max=1024):
+        noise = _choice(noise, "noise", ("binomial", "fixed"))
+        if jitter is None:
+            jitter = 0.0 if noise == "binomial" else 1e-4
+        self._version, self._last = 0, None
+        self._gp = _core.SuccessGP(
+            _integer(dim, "dim"),
+            None if lengthscale is None else _real(lengthscale, "lengthscale"),
+            _real(signal_var, "signal_var"),
+            None if prior_mean is None else _real(prior_mean, "prior_mean"),
+            _real(forgetting, "forgetting"),
+            _integer(capacity, "capacity"),
+            _choice(mode, "mode", ("exact", "fast", "auto")),
+            noise,
+            _real(jitter, "jitter"),
+            _real(clip, "clip"),
+            _choice(proba, "proba", ("moderated", "plugin")),
+            _integer(num_inducing, "num_inducing"),
+            _integer(auto_exact_max, "auto_exact_max"),
+        )
+
+    # -- training loop -------------------------------------------------------------------
+
+    def observe(self, keys, embeddings, successes, trials) -> None:
+        """Add one step's outcomes: keys uint64 [Q], embeddings [Q, dim], successes real [Q], trials int [Q].
+
+        Successes may be fractional: rewards in [0, 1] summed per group count as that many successes.
+
+        Duplicate keys are merged (counts summed, the last embedding kept); rows with trials == 0
+        carry no evidence. A key seen before keeps its forgotten counts and adds these to them.
+        """
+        self._gp.observe(_as_keys(keys), _as_embeddings(embeddings, self._gp.dim),
+                         _as_successes(successes), _as_counts(trials, "trials"))
+        self._changed()
+
+    def advance(self, steps: int = 1) -> None:
+        """`steps` training steps have passed: all stored evidence ages (weight * forgetting**steps)."""
+        self._gp.advance(_integer(steps, "steps"))
+        self._changed()
+
+    def _changed(self) -> None:
+        # After the native call returns, so a prediction racing with it is never cached as current.
+        self._version += 1
+        self._last = None
+
+    def predict(self, keys, embeddings) -> GPPrediction:
+        """Posterior mean and variance of the logit, p-hat and E[p(1-p)] in one pass.
+
+        The last result is kept until the model changes, so predict_proba followed by
+        expected_bernoulli_variance on the same batch costs one prediction.
+        """
+        keys = _as_keys(keys)
+        x = _as_embeddings(embeddings, self._gp.dim)
+        version, last = self._version, self._last
+        if last is not None and last[0] == version and np.array_equal(last[1], keys) and np.array_equal(last[2], x):
+            return GPPrediction(*(a.copy() for a in last[3]))
+        prediction = GPPrediction(*self._gp.predict(keys, x))
+        self._last = (version, keys.copy(), x.copy(), tuple(a.copy() for a in prediction))
+        return prediction
+
+    def predict_latent(self, keys, embeddings) -> tuple[np.ndarray, np.ndarray]:
+        """(mean, var) of the posterior of the logit f, float64 [Q] each."""
+        prediction = self.predict(keys, embeddings)
+        return prediction.mean, prediction.var
+
+    def predict_proba(self, keys, embeddings) -> np.ndarray:
+        """p-hat [Q]: E[sigmoid(f)] ~ sigmoid(mu / sqrt(1 + pi var / 8)), or sigmoid(mu) with proba="plugin"."""
+        return self.predict(keys, embeddings).proba
+
+    def expected_bernoulli_variance(self, keys, embeddings) -> np.ndarray:
+        """w [Q] = E[sigmoid(f)(1 - sigmoid(f))] by 32-node Gauss-Hermite quadrature."""
+        return self.predict(keys, embeddings).weight
+
+    # -- inspection ----------------------------------------------------------------------
+
+    @property
+    def dim(self) -> int:
+        return self._gp.dim
+
+    @property
+    def step(self) -> int:
+        """Number of advance() steps so far."""
+        return self._gp.step
+
+    @property
+    def num_stored(self) -> int:
+        return self._gp.num_stored
+
+    @property
+    def lengthscale(self) -> float | None:
+        """The lengthscale in use (None before any observation under the median heuristic)."""
+        return self._gp.lengthscale
+
+    @property
+    def prior_mean(self) -> float:
+        """The prior mean of the logit the next prediction uses."""
+        return self._gp.prior_mean
+
+    @property
+    def active_mode(self) -> str:
+        """"exact" or "fast": the engine the next prediction uses."""
+        return self._gp.active_mode
+
+    @property
+    def num_inducing_used(self) -> int:
+        return self._gp.num_inducing_used
+
+    @property
+    def config(self) -> dict[str, Any]:
+        """The constructor arguments (jitter resolved)."""
+        return self._gp.config
+
+    def pseudo_observations(self) -> dict[str, np.ndarray]:
+        """The stored keys' pseudo-observations now: keys, unit embeddings, targets y, noise_var
+        (s^2 / forgetting**age) and the forgotten successes and trials behind them."""
+        return self._gp.pseudo_observations()
+
+    # -- state ---------------------------------------------------------------------------
+
+    def state_dict(self) -> dict[str, Any]:
+        """A plain dict of numpy arrays, numbers and strings, with "format_version"."""
+        return self._gp.state()
+
+    @classmethod
+    def from_state_dict(cls, state: Mapping[str, Any]) -> SuccessGP:
+        """Rebuild from state_dict(); predictions match the original bit for bit."""
+        if not isinstance(state, Mapping):
+            raise TypeError(f"state must be a mapping from state_dict(), got {type(state).__name__}")
+        plain = {key: value.item() if isinstance(value, np.generic) else value for key, value in state.items()}
+        gp = cls.__new__(cls)
+        gp._gp = _core.SuccessGP.from_state(plain)
+        gp._version, gp._last = 0, None
+        return gp
+
+    def __getstate__(self):
+        return self.state_dict()
+
+    def __setstate__(self, state):
+        self._gp = type(self).from_state_dict(state)._gp
+        self._version, self._last = 0, None
+
+    def __repr__(self) -> str:
+        config = self.config
+        return (f"SuccessGP(dim={self.dim}, mode={config['mode']!r} [{self.active_mode}], "
+                f"stored={self.num_stored}/{config['capacity']}, step={self.step}, lengthscale={self.lengthscale})")
