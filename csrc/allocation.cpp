@@ -209,7 +209,7 @@ class CostTableGains {
 
 // ---------------------------------------------------------------------------------------
 // Threshold search. The greedy optimum takes the R = budget - Q*L largest gains (ties: lower
-// prompt, then lower step). We bracket the multiplier: S(hi) <= R <= S(lo) with
+// step, then lower prompt, so equal gains are spread level by level). We bracket the multiplier: S(hi) <= R <= S(lo) with
 // S(lambda) = sum_q count_above(q, lambda), shrink the bracket by secant steps on a good
 // first guess, then pick the leftover units among the gains in (lo, hi] by selection.
 // ---------------------------------------------------------------------------------------
@@ -222,8 +222,8 @@ struct Candidate {
 
 bool takes_precedence(const Candidate& a, const Candidate& b) {
   if (a.gain != b.gain) return a.gain > b.gain;
-  if (a.prompt != b.prompt) return a.prompt < b.prompt;
-  return a.step < b.step;
+  if (a.step != b.step) return a.step < b.step;
+  return a.prompt < b.prompt;
 }
 
 // Scratch buffers reused across calls on the same thread: fresh multi-megabyte allocations
@@ -362,18 +362,41 @@ class ThresholdSearch {
     std::copy(counts_hi_.begin(), counts_hi_.end(), extra);
     const bool one_gain_value = (positive_ && hi_.lambda == 0) || std::nextafter(lo_.lambda, kInf) == hi_.lambda;
     if (one_gain_value)
-      fill_in_prompt_order(take, extra);
+      fill_level_by_level(take, extra);
     else
       select_largest_gains(take, extra);
   }
 
-  // Every candidate gain equals hi: the tie rule alone decides, lower prompt first.
-  void fill_in_prompt_order(int64_t take, int64_t* extra) const {
-    for (auto it = active_.begin(); take > 0 && it != active_.end(); ++it) {
-      const int64_t units = std::min(take, counts_lo_[*it] - counts_hi_[*it]);
-      extra[*it] += units;
-      take -= units;
+  // Every candidate gain equals hi: the tie rule alone decides. Water-fill without materialising
+  // the candidates: every prompt is raised to the highest level T whose units all fit, then the
+  // rest go one each at level T, lower prompt first.
+  void fill_level_by_level(int64_t take, int64_t* extra) const {
+    int64_t low = std::numeric_limits<int64_t>::max(), high = 0;
+    for (int64_t q : active_) {
+      low = std::min(low, counts_hi_[q]);
+      high = std::max(high, counts_lo_[q]);
     }
+    while (low < high) {  // largest T in [low, high] with units_below(T) <= take
+      const int64_t mid = low + (high - low + 1) / 2;
+      if (units_below(mid) <= take)
+        low = mid;
+      else
+        high = mid - 1;
+    }
+    take -= units_below(low);
+    for (int64_t q : active_) {
+      const int64_t raised = std::clamp(low, counts_hi_[q], counts_lo_[q]);
+      const bool one_more = take > 0 && raised == low && low < counts_lo_[q];
+      extra[q] = raised + (one_more ? 1 : 0);
+      take -= one_more ? 1 : 0;
+    }
+  }
+
+  // Candidate units below level T: those with step k < T.
+  int64_t units_below(int64_t level) const {
+    int64_t total = 0;
+    for (int64_t q : active_) total += std::clamp(level, counts_hi_[q], counts_lo_[q]) - counts_hi_[q];
+    return total;
   }
 
   void select_largest_gains(int64_t take, int64_t* extra) const {

@@ -55,11 +55,12 @@ struct AllocationInputs {
         throw py::value_error("curve must be 1-D (shared) or 2-D (per prompt), got " +
                               std::to_string(curve->ndim()) + "-D");
       }
-      if (max_rollouts < min_rollouts || max_rollouts - min_rollouts + 1 != width)
+      // The span in uint64 is exact for any max >= min; int64 subtraction could overflow.
+      const uint64_t span = static_cast<uint64_t>(max_rollouts) - static_cast<uint64_t>(min_rollouts);
+      if (max_rollouts < min_rollouts || width < 1 || span != static_cast<uint64_t>(width) - 1)
         throw py::value_error("curve has " + std::to_string(width) + " values per prompt, but [min_rollouts, " +
                               "max_rollouts] = [" + std::to_string(min_rollouts) + ", " +
-                              std::to_string(max_rollouts) + "] needs " +
-                              std::to_string(max_rollouts - min_rollouts + 1));
+                              std::to_string(max_rollouts) + "] needs one per count in that range");
     }
     if (num_prompts < 0) throw py::value_error("weights may be omitted only with a 2-D curve");
     if (model.table == nullptr && model.weights == nullptr)

@@ -52,6 +52,9 @@ constexpr double kCoverageMargin = 0.05;
 // Pseudo-observation noise is floored at this fraction of signal_var, so that absurd trial counts
 // (n ~ 2^62) cannot make I + T^1/2 K T^1/2 too ill-conditioned to factor.
 constexpr double kMinNoiseRatio = 1e-10;
+// Below this the kernel's -1/(2 l^2) overflows to -inf and 0 * inf turns K(x, x) into NaN; on unit
+// vectors (distances <= 2) no useful lengthscale is anywhere near it.
+constexpr double kMinLengthscale = 1e-100;
 constexpr int64_t kChunk = 1024;  // rows per block when (re)computing features of the stored set
 constexpr int64_t kMinSplitRows = 64;  // below 2x this, row blocks are not split across threads
 
@@ -273,6 +276,8 @@ void validate_config(const SuccessGPConfig& c) {
   if (c.dim < 1) fail("dim must be >= 1, got ", c.dim);
   if (!(std::isfinite(c.lengthscale) && c.lengthscale >= 0))
     fail("lengthscale must be a positive number (or None for the median heuristic), got ", c.lengthscale);
+  if (c.lengthscale > 0 && c.lengthscale < kMinLengthscale)
+    fail("lengthscale must be >= ", kMinLengthscale, ", got ", c.lengthscale);
   if (!(std::isfinite(c.signal_var) && c.signal_var > 0)) fail("signal_var must be positive and finite, got ", c.signal_var);
   if (c.fixed_prior_mean && !std::isfinite(c.prior_mean)) fail("prior_mean must be finite, got ", c.prior_mean);
   if (!(c.forgetting > 0 && c.forgetting <= 1)) fail("forgetting must lie in (0, 1], got ", c.forgetting);
@@ -1331,7 +1336,7 @@ std::unique_ptr<SuccessGP::Impl> SuccessGP::Impl::from_state(const GPState& stat
   if (seq_counter < 0) fail("state['seq_counter'] = ", seq_counter, " is negative");
   g.seq_counter = static_cast<uint64_t>(seq_counter);
   const double ell = r.real("lengthscale");
-  if (!(std::isfinite(ell) && (ell > 0 || ell == -1.0))) fail("state['lengthscale'] = ", ell, " is invalid");
+  if (!(std::isfinite(ell) && (ell >= kMinLengthscale || ell == -1.0))) fail("state['lengthscale'] = ", ell, " is invalid");
   g.ell = ell > 0 ? ell : kNaN;
   if (cfg.lengthscale > 0 && g.ell != cfg.lengthscale) fail("state['lengthscale'] disagrees with state['lengthscale_fixed']");
   g.ell_provisional = r.integer("lengthscale_provisional") != 0;

@@ -52,14 +52,14 @@ def dynamic_programming_optimum(costs: np.ndarray, budget: int, lo: int) -> floa
 
 
 def heap_greedy(costs: np.ndarray, budget: int, lo: int) -> np.ndarray:
-    """Unit-by-unit greedy on marginal gains, ties to the lower prompt index."""
+    """Unit-by-unit greedy on marginal gains; ties to the lower count, then the lower prompt index."""
     q, width = costs.shape
     counts = np.zeros(q, dtype=np.int64)
-    heap = [(-(costs[i, 0] - costs[i, 1]), i) for i in range(q) if width > 1]
+    heap = [(-(costs[i, 0] - costs[i, 1]), 0, i) for i in range(q) if width > 1]
     heapq.heapify(heap)
     for _ in range(budget - q * lo):
-        _, i = heapq.heappop(heap)
+        _, _, i = heapq.heappop(heap)
         counts[i] += 1
         if counts[i] < width - 1:
-            heapq.heappush(heap, (-(costs[i, counts[i]] - costs[i, counts[i] + 1]), i))
+            heapq.heappush(heap, (-(costs[i, counts[i]] - costs[i, counts[i] + 1]), counts[i], i))
     return counts + lo

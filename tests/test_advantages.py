@@ -48,23 +48,6 @@ BACKENDS = [
 ROUNDOFF = {"torch-cpu": 2.0**-52, "triton-interpreter": 2.0**-24, "cuda": 2.0**-24}
 
 
-class SeededRng:
-    """A fresh Generator per test that remembers its seed for failure messages."""
-
-    def __init__(self):
-        seed = np.random.SeedSequence().entropy
-        self._generator = np.random.default_rng(seed)
-        self.seed_for_message = f"seed={seed}"
-
-    def __getattr__(self, name):
-        return getattr(self._generator, name)
-
-
-@pytest.fixture
-def rng():
-    return SeededRng()
-
-
 class Backend:
     def __init__(self, name: str):
         self.name = name

@@ -18,23 +18,6 @@ from allocation_reference import (
 ESTIMATOR_MIN = {"rloo": 2, "drgrpo": 3, "grpo": 3}
 
 
-class SeededRng:
-    """A fresh Generator per test that remembers its seed for failure messages."""
-
-    def __init__(self):
-        seed = np.random.SeedSequence().entropy
-        self._generator = np.random.default_rng(seed)
-        self.seed_for_message = f"seed={seed}"
-
-    def __getattr__(self, name):
-        return getattr(self._generator, name)
-
-
-@pytest.fixture
-def rng():
-    return SeededRng()
-
-
 def random_weights(rng, q: int, kind: str) -> np.ndarray:
     p = rng.beta(0.5, 0.5, size=q)
     w = p * (1 - p)
@@ -157,7 +140,7 @@ def test_knapsack_value_is_maximised_exactly(rng):
 
 @pytest.mark.parametrize("weights_kind", ["ties", "zeros"])
 @pytest.mark.parametrize("estimator", list(ESTIMATOR_MIN))
-def test_ties_go_to_the_lower_index(rng, weights_kind, estimator):
+def test_ties_go_to_the_lower_count_then_the_lower_index(rng, weights_kind, estimator):
     q = int(rng.integers(50, 300))
     lo = ESTIMATOR_MIN[estimator]
     hi = lo + 12
@@ -169,6 +152,19 @@ def test_ties_go_to_the_lower_index(rng, weights_kind, estimator):
     # Exact ties are only exact in the reference for identical weights; compare those prompts.
     np.testing.assert_array_equal(counts[tied], expected[tied], err_msg=rng.seed_for_message)
     assert np.array_equal(counts, vipfast.allocate(weights, budget, min_rollouts=lo, max_rollouts=hi, estimator=estimator))
+
+
+@pytest.mark.parametrize("estimator", list(ESTIMATOR_MIN))
+def test_all_zero_weights_split_the_budget_uniformly(rng, estimator):
+    """Nothing distinguishes the prompts: the split is UniformAllocator's, remainder to lower indices."""
+    q = int(rng.integers(1, 400))
+    lo = ESTIMATOR_MIN[estimator]
+    hi = lo + int(rng.integers(0, 40))
+    budget = int(rng.integers(q * lo, q * hi + 1))
+    counts = vipfast.allocate(np.zeros(q), budget, min_rollouts=lo, max_rollouts=hi, estimator=estimator)
+    expected = np.full(q, budget // q)
+    expected[: budget % q] += 1
+    np.testing.assert_array_equal(counts, expected, err_msg=rng.seed_for_message)
 
 
 def test_equal_weights_spread_evenly_with_lower_indices_first():
@@ -183,9 +179,9 @@ def test_zero_weights_stay_at_the_minimum_when_others_can_absorb(rng):
     assert np.all(counts[::3] == 4)
 
 
-def test_all_zero_weights_unbounded_goes_to_lower_indices():
+def test_all_zero_weights_without_an_upper_bound_are_still_spread():
     counts = vipfast.allocate(np.zeros(4), 4 * 2 + 9)
-    np.testing.assert_array_equal(counts, [11, 2, 2, 2])
+    np.testing.assert_array_equal(counts, [5, 4, 4, 4])
 
 
 def test_large_instance_matches_heap_greedy_objective(rng):

@@ -78,6 +78,14 @@ def test_curve_length_must_match_bounds():
         _core.allocate(np.array([0.1]), 4, 2, 9, "rloo", np.array([1.0, 0.5, 0.3]))
 
 
+def test_curve_width_check_survives_extreme_bounds():
+    """max - min + 1 overflows int64 here; the check must still reject, not wrap (UBSan found it)."""
+    with pytest.raises(ValueError, match=r"curve has 2 values per prompt"):
+        _core.allocate(np.array([0.1]), 4, -12709, 2**63 - 1, "rloo", np.array([1.0, 0.5]))
+    with pytest.raises(ValueError, match=r"curve has 0 values per prompt"):
+        _core.allocate(np.array([0.1]), 4, -(2**63), 2**63 - 1, "rloo", np.zeros((1, 0)))
+
+
 def test_table_rows_must_match_weights():
     with pytest.raises(ValueError, match=r"curve's first axis \(prompts\) has length 3, expected 2"):
         vipfast.allocate([0.1, 0.2], 6, min_rollouts=2, curve=np.zeros((3, 4)))

@@ -7,7 +7,7 @@ import pytest
 
 import vipfast
 from vipfast.allocator import UniformAllocator, VIPAllocator, load_allocator, make_allocator, successes_per_group
-from vipfast.sim import Scenario, rloo_logit_gradients, simulate
+from vipfast.sim import OracleAllocator, Scenario, rloo_logit_gradients, simulate
 
 ALLOCATOR_NAMES = ["uniform", "knapsack", "vipfast", "paper"]
 SMALL = dict(num_prompts=300, num_clusters=12, dim=16, batch_size=48, steps=8)
@@ -191,3 +191,43 @@ def test_bad_scenario():
         Scenario(num_prompts=10, batch_size=20)
     with pytest.raises(ValueError, match="must be >= 0 and add up to at most 1"):
         Scenario(hard_fraction=0.7, easy_fraction=0.5)
+
+
+def test_oracle_is_bound_to_the_simulated_population():
+    scenario = Scenario(**SMALL, seed=5)
+    oracle = OracleAllocator(budget_per_prompt=8.0, min_rollouts=2, max_rollouts=32)
+    with pytest.raises(ValueError, match="only runs inside vipfast.sim.simulate"):
+        oracle.plan(keys=[1, 2, 3])
+    uniform = simulate(build("uniform"), scenario, progress=False).summary()
+    best = simulate(oracle, scenario, progress=False).summary()
+    assert best["objective_vs_uniform"] < 1.0
+    assert best["wasted_fraction"] < uniform["wasted_fraction"]
+
+
+def test_simulate_cli_prints_seed_statistics_and_writes_a_plot(tmp_path, capsys):
+    from vipfast.cli import main
+
+    plot = tmp_path / "sim.png"
+    assert main(["simulate", "--allocators", "uniform", "vipfast", "oracle", "--seeds", "0", "1",
+                 "--num-prompts", "256", "--batch-size", "64", "--steps", "6", "--num-clusters", "8",
+                 "--plot", str(plot)]) == 0
+    out = capsys.readouterr().out
+    rows = {line.split("|")[1].strip(): line for line in out.splitlines() if line.startswith("| ")}
+    assert set(rows) >= {"uniform", "vipfast", "oracle"}
+    assert " ± " in rows["vipfast"] and "seeds [0, 1]" in out
+    assert plot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_fractional_rewards_reach_the_gp_as_fractional_successes():
+    rng = np.random.default_rng()
+    alloc = vipfast.VIPAllocator(8.0, embedder="hashing", min_rollouts=2, max_rollouts=16)
+    prompts = [f"prompt {i}" for i in range(5)]
+    counts = alloc.plan(prompts)
+    rewards = rng.uniform(0, 1, size=int(counts.sum()))
+    alloc.update(prompts, rewards, counts)
+    stored = alloc.gp.pseudo_observations()
+    order = np.argsort(stored["keys"])
+    keys = vipfast.prompt_keys(prompts)
+    sums = np.add.reduceat(rewards, np.concatenate([[0], np.cumsum(counts)[:-1]]))
+    np.testing.assert_allclose(stored["successes"][order], sums[np.argsort(keys)], rtol=1e-12)
+    np.testing.assert_array_equal(stored["trials"][order], counts[np.argsort(keys)])

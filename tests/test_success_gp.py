@@ -440,6 +440,7 @@ def test_bad_predictions_name_the_value():
         (dict(forgetting=1.5), r"forgetting must lie in \(0, 1\]"),
         (dict(capacity=0), "capacity must be >= 1"),
         (dict(lengthscale=-1.0), "lengthscale must be positive"),
+        (dict(lengthscale=5e-180), r"lengthscale must be >= 1\S*e-100, got 5\S*e-180"),
         (dict(signal_var=0.0), "signal_var must be positive"),
         (dict(mode="dense"), "mode must be one of"),
         (dict(noise="gaussian"), "noise must be one of"),

@@ -2,6 +2,8 @@
 
 from ._core import __version__
 from .allocation import ESTIMATORS, allocate, allocate_relaxed, allocation_objective, knapsack_costs
+from .allocator import PRESETS, UniformAllocator, VIPAllocator, load_allocator, make_allocator
+from .embedders import EmbeddingCache, HashingEmbedder, MiniLMEmbedder, make_embedder, prompt_keys
 from .success_gp import GPPrediction, SuccessGP
 
 __all__ = [
@@ -11,6 +13,16 @@ __all__ = [
     "allocate_relaxed",
     "allocation_objective",
     "knapsack_costs",
+    "VIPAllocator",
+    "UniformAllocator",
+    "PRESETS",
+    "make_allocator",
+    "load_allocator",
+    "prompt_keys",
+    "HashingEmbedder",
+    "MiniLMEmbedder",
+    "EmbeddingCache",
+    "make_embedder",
     "SuccessGP",
     "GPPrediction",
     "group_advantages",

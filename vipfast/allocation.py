@@ -5,7 +5,8 @@
 
 The native solver finds the Lagrange multiplier of the relaxation by a bracketed secant
 search on the integer count function, then places the last units by selection; the result
-is the exact greedy (= global) optimum with ties broken towards the lower prompt index.
+is the exact greedy (= global) optimum with ties broken towards the lower count, then the lower
+prompt index (equal gains are spread level by level).
 """
 
 from __future__ import annotations

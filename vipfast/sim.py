@@ -21,8 +21,9 @@ import numpy as np
 from tqdm import tqdm
 
 from .allocation import allocation_objective
+from .allocator import UniformAllocator
 
-__all__ = ["Scenario", "Population", "simulate", "RunResult"]
+__all__ = ["Scenario", "Population", "OracleAllocator", "simulate", "RunResult"]
 
 
 @dataclass
@@ -88,6 +89,13 @@ class Population:
         index = slice(None) if prompts is None else prompts
         return _sigmoid(self.skill[self.cluster[index]] + self.offset[index])
 
+    def success_probability_of(self, keys):
+        """True p of the prompts with these keys (keys are increasing in the prompt index)."""
+        index = np.searchsorted(self.keys, keys)
+        if not np.array_equal(self.keys[np.minimum(index, len(self.keys) - 1)], keys):
+            raise ValueError("keys that are not prompts of this population")
+        return self.success_probability(index)
+
     def learn(self, prompts, gradients):
         """Adam (beta1 0.9, beta2 0.99, bias-corrected) on each skill's batch-mean gradient."""
         totals = np.bincount(self.cluster[prompts], weights=gradients, minlength=len(self.skill)) / len(prompts)
@@ -97,6 +105,22 @@ class Population:
         m_hat = self._adam_m / (1 - 0.9**self._adam_t)
         v_hat = self._adam_v / (1 - 0.99**self._adam_t)
         self.skill += self.scenario.learning_rate * m_hat / (np.sqrt(v_hat) + 1e-8)
+
+
+class OracleAllocator(UniformAllocator):
+    """The exact solver fed the simulator's true p: the headroom any predictor could reach."""
+
+    name = "oracle"
+
+    def __init__(self, **options):
+        super().__init__(**options)
+        self.population: Population | None = None
+
+    def predict(self, keys, prompts, embeddings) -> dict:
+        if self.population is None:
+            raise ValueError("the oracle allocator only runs inside vipfast.sim.simulate")
+        p = self.population.success_probability_of(keys)
+        return dict(p=p, weights=p * (1 - p))
 
 
 def rloo_logit_gradients(rewards, counts, p):
@@ -164,6 +188,8 @@ class RunResult:
 def simulate(allocator, scenario: Scenario, *, label=None, progress=True) -> RunResult:
     """Run one allocator for scenario.steps steps on a fresh population; deterministic per seed."""
     population = Population(scenario)
+    if isinstance(allocator, OracleAllocator):
+        allocator.population = population
     rng = np.random.default_rng([scenario.seed, 2])
     beta = BetaBaseline()
     observed_successes = observed_trials = 0.0

@@ -1,0 +1,47 @@
+"""VIPGRPOTrainer end to end on CPU in seconds: a tiny random Llama, no downloads.
+
+    pip install "vipfast[trl]" && python docs/integrations/trl_example.py
+
+Swap in a real model (model="Qwen/Qwen2.5-0.5B-Instruct", processing_class=None) and a real
+verifier for actual training; nothing else changes.
+"""
+
+from datasets import Dataset
+from tokenizers import Tokenizer, decoders, models, pre_tokenizers
+from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
+
+from vipfast.integrations.trl import VIPGRPOConfig, VIPGRPOTrainer
+
+# A byte-level tokenizer and a 2-layer Llama, built in code.
+vocab = {char: i for i, char in enumerate(sorted(pre_tokenizers.ByteLevel.alphabet()))}
+vocab |= {"<eos>": len(vocab), "<pad>": len(vocab) + 1}
+backend = Tokenizer(models.BPE(vocab=vocab, merges=[]))
+backend.pre_tokenizer, backend.decoder = pre_tokenizers.ByteLevel(add_prefix_space=False), decoders.ByteLevel()
+tokenizer = PreTrainedTokenizerFast(tokenizer_object=backend, eos_token="<eos>", pad_token="<pad>")
+model = LlamaForCausalLM(LlamaConfig(vocab_size=len(tokenizer), hidden_size=32, intermediate_size=64,
+                                     num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2,
+                                     eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id))
+
+# Two prompts the policy always / never solves, two it sometimes does.
+dataset = Dataset.from_dict({"prompt": ["easy: 1 + 1 =", "hard: 97 * 89 =", "coin: 2 + 3 =", "coin: 8 - 5 ="] * 8})
+
+
+def verifier(prompts, completions, **kwargs):
+    """1.0 or 0.0 per completion; the 'coin' prompts pass when the completion's byte sum is even."""
+    return [1.0 if p.startswith("easy") else 0.0 if p.startswith("hard") else float(sum(c.encode()) % 2 == 0)
+            for p, c in zip(prompts, completions)]
+
+
+args = VIPGRPOConfig(
+    output_dir="vip-grpo-example", max_steps=5, per_device_train_batch_size=16, max_completion_length=8,
+    learning_rate=1e-3, logging_steps=1, report_to="none", use_cpu=True, save_strategy="no",
+    num_generations=4,                  # now the MEAN rollouts per prompt: the budget is 16 rows per batch
+    allocator="knapsack",               # "vipfast" (GP, default), "paper", "knapsack" or "uniform"
+    allocator_embedder="hashing",       # "minilm" (default, vipfast[minilm]) for real prompts
+    advantage_estimator="rloo",         # or "grpo" / "drgrpo" (default from scale_rewards)
+    min_rollouts=2, max_rollouts=10,
+)
+trainer = VIPGRPOTrainer(model=model, reward_funcs=verifier, args=args, train_dataset=dataset,
+                         processing_class=tokenizer)
+trainer.train()
+print("last plan:", list(zip(trainer.last_plan["prompts"], trainer.last_plan["counts"].tolist())))

@@ -1,0 +1,150 @@
+"""`vipfast compare`: allocators x seeds on one config at equal total rollouts.
+
+Every arm runs the same config (same warm-started policy, prompts per step, rollout budget per
+step, steps) and differs only in `allocator.name` and `seed`, so the rollouts consumed after step t
+are the same for all arms and held-out accuracy can be compared point by point. Arms are ordinary
+runs in OUT/<allocator>-seed<k>; an interrupted comparison resumes them.
+
+Writes OUT/summary.md (table + the command), OUT/summary.json and OUT/accuracy.png.
+"""
+
+from __future__ import annotations
+
+import json
+import shlex
+import sys
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+
+from .config import load_config, validate
+from .plot import read_metrics, time_summary
+
+
+def arm_configs(config_path, overrides, allocators, seeds, out_dir) -> dict:
+    """{(allocator, seed): config}, every one validated before any run starts."""
+    if len(seeds) < 1 or len(allocators) < 1:
+        raise ValueError("compare needs at least one allocator and one seed")
+    base = load_config(config_path, overrides)
+    arms = {}
+    for name in allocators:
+        for seed in seeds:
+            config = replace(base, seed=seed, run_dir=str(Path(out_dir) / f"{name}-seed{seed}"),
+                             allocator=replace(base.allocator, name=name))
+            validate(config)
+            arms[name, seed] = config
+    return arms
+
+
+def run_comparison(config_path, overrides, *, allocators, seeds, out_dir) -> dict:
+    from .trainer import Trainer
+
+    arms = arm_configs(config_path, overrides, allocators, seeds, out_dir)
+    for index, ((name, seed), config) in enumerate(arms.items(), 1):
+        print(f"[{index}/{len(arms)}] {name} seed {seed}", file=sys.stderr)
+        Trainer(config).run()
+    summary = summarise({arm: read_metrics(config.run_dir) for arm, config in arms.items()}, allocators)
+    first = next(iter(arms.values()))
+    summary["accuracy_label"] = ("held-out accuracy (greedy)" if first.eval_samples == 0 else
+                                 f"held-out accuracy ({first.eval_samples} samples/prompt, T={first.generation.temperature:g})")
+    summary["command"] = "vipfast " + " ".join(shlex.quote(a) for a in sys.argv[1:]) if sys.argv[1:] else "vipfast compare"
+    out = Path(out_dir)
+    (out / "summary.json").write_text(json.dumps(summary, indent=1))
+    (out / "summary.md").write_text(summary_markdown(summary))
+    plot_comparison(summary, out / "accuracy.png")
+    print(summary_markdown(summary))
+    print(f"plot: {out / 'accuracy.png'}")
+    return summary
+
+
+def summarise(metrics: dict, allocators) -> dict:
+    """Mean ± std (over seeds) of held-out accuracy at each evaluation point, per allocator, and
+    the rollouts each allocator's mean curve needs to reach uniform's final mean accuracy."""
+    curves = {}
+    for name in allocators:
+        runs = [rows for (arm, _), rows in metrics.items() if arm == name]
+        points = [[(r["rollouts"], r["held_out_accuracy"]) for r in rows if r.get("held_out_accuracy") is not None]
+                  for rows in runs]
+        length = min(map(len, points))
+        rollouts = [p[0] for p in points[0][:length]]
+        accuracy = np.array([[acc for _, acc in p[:length]] for p in points])  # [seeds, points]
+        steps = [r for rows in runs for r in rows if "time_s" in r]
+        times = time_summary(steps)
+        curves[name] = dict(rollouts=rollouts, mean=accuracy.mean(0).tolist(), per_seed=accuracy.tolist(),
+                            std=(accuracy.std(0, ddof=1) if len(runs) > 1 else np.zeros(length)).tolist(),
+                            final=accuracy[:, -1].tolist(), seeds=len(runs),
+                            gain=(accuracy[:, -1] - accuracy[:, 0]).tolist(),  # final - start, per seed
+                            wasted_fraction=float(np.mean([r["wasted_fraction"] for r in steps])),
+                            step_seconds=float(sum(v for k, v in times.items() if k != "allocator_overhead")),
+                            allocator_overhead=times.get("allocator_overhead"))
+    reference = "uniform" if "uniform" in curves else allocators[0]
+    target = curves[reference]["mean"][-1]
+    total = curves[reference]["rollouts"][-1]
+    improved = target > curves[reference]["mean"][0]
+    for curve in curves.values():
+        # Reaching a final accuracy no better than the start would measure nothing.
+        reached = rollouts_to_reach(curve["rollouts"], curve["mean"], target) if improved else None
+        curve["rollouts_to_reference_final"] = reached
+        # The same per seed: its spread says how far the mean-curve number can be trusted.
+        curve["rollouts_to_reference_final_per_seed"] = [
+            rollouts_to_reach(curve["rollouts"], seed_curve, target) if improved else None
+            for seed_curve in curve["per_seed"]]
+        curve["fraction_of_reference_rollouts"] = None if reached is None else reached / total
+    return dict(reference=reference, reference_final_mean=target, reference_rollouts=total,
+                reference_improved=bool(improved), curves=curves)
+
+
+def rollouts_to_reach(rollouts, accuracy, target) -> float | None:
+    """First rollout count at which the curve reaches `target`, linear between evaluation points."""
+    for i, value in enumerate(accuracy):
+        if value >= target:
+            if i == 0:
+                return float(rollouts[0])
+            x0, x1, y0 = rollouts[i - 1], rollouts[i], accuracy[i - 1]
+            return float(x0 + (x1 - x0) * (target - y0) / (value - y0))
+    return None
+
+
+def summary_markdown(summary: dict) -> str:
+    reference = summary["reference"]
+    lines = [f"Held-out accuracy after {summary['reference_rollouts']} rollouts, mean ± std over seeds; "
+             f"'to reach' = rollouts the mean curve needs to reach {reference}'s final mean accuracy "
+             f"({summary['reference_final_mean']:.3f}).", ""]
+    if not summary["reference_improved"]:
+        lines += [f"{reference} did not improve on its starting accuracy, so 'to reach' is not measured.", ""]
+    lines += ["| allocator | seeds | start | final accuracy | gain (final − start) | to reach (mean curve) | fraction of rollouts "
+              "| to reach, per seed | wasted rollouts | step time | allocator share |",
+              "|---|---|---|---|---|---|---|---|---|---|---|"]
+    for name, c in summary["curves"].items():
+        reached = "—" if c["rollouts_to_reference_final"] is None else f"{c['rollouts_to_reference_final']:.0f}"
+        fraction = "—" if c["fraction_of_reference_rollouts"] is None else f"{100 * c['fraction_of_reference_rollouts']:.0f}%"
+        per_seed = ", ".join("never" if r is None else f"{r:.0f}" for r in c.get("rollouts_to_reference_final_per_seed", []))
+        overhead = "—" if c["allocator_overhead"] is None else f"{100 * c['allocator_overhead']:.2f}%"
+        gain = np.array(c.get("gain", [c["mean"][-1] - c["mean"][0]]))
+        gain_text = f"{gain.mean():+.3f} ± {gain.std(ddof=1) if len(gain) > 1 else 0:.3f}"
+        lines.append(f"| {name} | {c['seeds']} | {c['mean'][0]:.3f} | {c['mean'][-1]:.3f} ± {c['std'][-1]:.3f} | {gain_text} | "
+                     f"{reached} | {fraction} | {per_seed or '—'} | {100 * c['wasted_fraction']:.0f}% | {c['step_seconds']:.2f} s | {overhead} |")
+    lines += ["", f"Command: `{summary['command']}`" if "command" in summary else ""]
+    return "\n".join(lines) + "\n"
+
+
+def plot_comparison(summary: dict, path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    figure, ax = plt.subplots(figsize=(7, 4.5))
+    for name, c in summary["curves"].items():
+        x, mean, std = np.array(c["rollouts"]), np.array(c["mean"]), np.array(c["std"])
+        ax.plot(x, mean, marker="o", markersize=3, label=f"{name} ({c['seeds']} seeds)")
+        ax.fill_between(x, mean - std, mean + std, alpha=0.2)
+    ax.axhline(summary["reference_final_mean"], color="grey", linestyle=":", linewidth=1,
+               label=f"{summary['reference']} final")
+    ax.set(xlabel="rollouts consumed", ylabel=summary.get("accuracy_label", "held-out accuracy"),
+           title="VIP vs uniform at equal rollouts (mean ± std over seeds)")
+    ax.legend()
+    figure.tight_layout()
+    figure.savefig(path, dpi=110)
+    plt.close(figure)

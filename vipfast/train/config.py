@@ -1,0 +1,244 @@
+"""Training configuration: YAML -> nested dataclasses, every key checked before any compute.
+
+A config file only lists what it changes; everything else keeps the defaults below, which
+are the embedded default run (`vipfast train --print-config` prints them as YAML).
+Errors name the dotted key and what was expected: `optim.lr must be > 0, got -1.0`.
+"""
+
+import dataclasses
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from ..allocator import PRESETS
+
+ALLOCATORS = ("uniform", *PRESETS)
+ESTIMATORS = ("grpo", "drgrpo", "rloo")
+BACKENDS = ("auto", "vllm", "hf")
+AGGREGATIONS = ("token-mean", "token-sum")
+
+
+@dataclass
+class TaskConfig:
+    kind: str = "arithmetic"  # "arithmetic" (embedded) | "dataset" (local JSONL / Parquet)
+    # arithmetic: distinct prompts in the training pool. 2048, so that the policy cannot fit the pool in a
+    # run (a 256-prompt pool was fitted, and held-out accuracy fell), while a 300-step run still revisits
+    # each prompt ~4.7 times on average: the VIP allocator learns per-prompt success rates from revisits.
+    train_size: int = 2048
+    eval_size: int = 512  # held-out prompts (arithmetic: generated; dataset: first rows of eval_path)
+    path: str | None = None  # dataset: training file (.jsonl / .json / .parquet)
+    eval_path: str | None = None  # dataset: held-out file; default: none, no held-out accuracy
+    question_field: str = "question"
+    answer_field: str = "answer"
+    prompt_template: str = "{question}"  # dataset: how a question becomes the prompt text
+    verifier: str = "exact"  # "exact" (string match after strip) | "math" (math-verify)
+
+
+@dataclass
+class ModelConfig:
+    kind: str = "tiny"  # "tiny": built in code + supervised warm start | "path": a local HF model directory
+    path: str | None = None
+    hidden_size: int = 128
+    num_layers: int = 2
+    num_heads: int = 4  # head_dim = hidden_size / num_heads must be >= 32 (vLLM's CPU attention)
+    intermediate_size: int = 256
+    # Supervised warm-start steps (tiny model only), cached. 3000: one- and one-by-one-digit problems solved,
+    # the larger levels between ~0.1 and ~0.8 (1000 steps left most of them near 0).
+    warmup_steps: int = 3000
+    warmup_batch: int = 64
+    warmup_lr: float = 3e-3
+
+
+@dataclass
+class GenerationConfig:
+    backend: str = "auto"  # "auto": vLLM when importable, else Hugging Face generate (with a warning)
+    max_new_tokens: int = 6
+    temperature: float = 1.0
+    top_p: float = 1.0
+    vllm_kv_cache_gb: float = 1.0  # CPU: VLLM_CPU_KVCACHE_SPACE
+    vllm_gpu_memory_utilization: float = 0.3  # GPU: the policy and the optimizer share the device
+
+
+@dataclass
+class AllocatorConfig:
+    name: str = "vipfast"  # "uniform" | "vipfast" | "paper" | "knapsack"
+    prompts_per_step: int = 32
+    budget_per_prompt: float = 8.0
+    min_rollouts: int = 4
+    max_rollouts: int = 24
+    embedder: str = "hashing"  # "hashing" (no model) | "minilm" (needs vipfast[minilm])
+
+
+@dataclass
+class OptimConfig:
+    estimator: str = "grpo"
+    lr: float = 1e-4  # 2e-4 and above lowered held-out accuracy of the default task (RESULTS.md)
+    warmup_steps: int = 10  # linear learning-rate warm-up: Adam's first steps are full-size whatever the gradient
+    weight_decay: float = 0.0
+    betas: tuple[float, float] = (0.9, 0.99)
+    max_grad_norm: float = 1.0
+    clip_eps: float | None = None  # PPO-style ratio clipping; None: plain policy gradient
+    epochs: int = 1  # passes over each batch; > 1 only makes sense with clip_eps
+    aggregation: str = "token-mean"  # "token-mean": mean over all response tokens | "token-sum": / (N * max_new_tokens)
+
+
+@dataclass
+class TrainConfig:
+    seed: int = 0
+    steps: int = 300
+    device: str = "auto"  # torch device of the policy being trained
+    # torch CPU threads; 0 = torch's default. One thread: the tiny default model gains nothing from
+    # more, and on a shared machine oversubscribed threads run it many times slower.
+    cpu_threads: int = 1
+    run_dir: str = "runs/default"
+    eval_every: int = 25
+    # Held-out accuracy = mean reward of this many samples per prompt at generation.temperature
+    # (the policy RL optimises; lower variance than one sample); 0 = greedy decoding.
+    eval_samples: int = 8
+    checkpoint_every: int = 100
+    task: TaskConfig = field(default_factory=TaskConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    generation: GenerationConfig = field(default_factory=GenerationConfig)
+    allocator: AllocatorConfig = field(default_factory=AllocatorConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+
+def load_config(path=None, overrides: dict | None = None) -> TrainConfig:
+    """The default config, updated by the YAML file at `path` and then by `overrides` (dotted keys)."""
+    import yaml
+
+    raw = {}
+    if path is not None:
+        path = Path(path)
+        if not path.is_file():
+            raise ValueError(f"config file {path} does not exist")
+        try:
+            raw = yaml.safe_load(path.read_text()) or {}
+        except yaml.YAMLError as error:
+            raise ValueError(f"config file {path} is not valid YAML: {error}") from None
+        if not isinstance(raw, dict):
+            raise ValueError(f"config file {path} must hold a mapping at the top level, got {type(raw).__name__}")
+    for dotted, value in (overrides or {}).items():
+        section = raw
+        *parents, leaf = dotted.split(".")
+        for name in parents:
+            section = section.setdefault(name, {})
+        section[leaf] = value
+    config = _build(TrainConfig, raw, "")
+    validate(config)
+    return config
+
+
+def _build(cls, raw: dict, prefix: str):
+    if not isinstance(raw, dict):
+        raise ValueError(f"{prefix.rstrip('.') or 'config'} must be a mapping, got {type(raw).__name__}")
+    known = {f.name: f for f in dataclasses.fields(cls)}
+    unknown = sorted(set(raw) - set(known))
+    if unknown:
+        raise ValueError(f"unknown config key '{prefix}{unknown[0]}'; expected one of {sorted(known)}")
+    hints = typing.get_type_hints(cls)
+    values = {}
+    for name, value in raw.items():
+        kind = hints[name]
+        if dataclasses.is_dataclass(kind):
+            values[name] = _build(kind, value, f"{prefix}{name}.")
+        else:
+            values[name] = _coerce(value, kind, f"{prefix}{name}")
+    return cls(**values)
+
+
+def _coerce(value, kind, key: str):
+    """`value` as type `kind` (int -> float allowed, list -> tuple); anything else is an error."""
+    options = typing.get_args(kind) if typing.get_origin(kind) in (typing.Union, _UnionType) else (kind,)
+    if value is None and type(None) in options:
+        return None
+    for option in options:
+        if option is float and isinstance(value, (int, float)) and not isinstance(value, bool):
+            return float(value)
+        if option in (int, str, bool) and type(value) is option:
+            return value
+        if typing.get_origin(option) is tuple and isinstance(value, (list, tuple)):
+            items = typing.get_args(option)
+            if len(value) == len(items):
+                return tuple(_coerce(v, t, f"{key}[{i}]") for i, (v, t) in enumerate(zip(value, items)))
+    expected = " or ".join("null" if o is type(None) else getattr(o, "__name__", str(o)) for o in options)
+    raise ValueError(f"{key} must be {expected}, got {value!r}")
+
+
+_UnionType = type(int | None)
+
+
+def _require(ok: bool, key: str, expected: str, value) -> None:
+    if not ok:
+        raise ValueError(f"{key} must be {expected}, got {value!r}")
+
+
+def validate(config: TrainConfig) -> None:
+    """Range and consistency checks; file existence for datasets and model directories."""
+    c = config
+    _require(c.eval_samples >= 0, "eval_samples", ">= 0 (0: greedy)", c.eval_samples)
+    _require(c.cpu_threads >= 0, "cpu_threads", ">= 0 (0: torch's default)", c.cpu_threads)
+    for key in ("steps", "eval_every", "checkpoint_every"):
+        _require(getattr(c, key) >= 1, key, ">= 1", getattr(c, key))
+    t = c.task
+    _require(t.kind in ("arithmetic", "dataset"), "task.kind", "'arithmetic' or 'dataset'", t.kind)
+    _require(t.verifier in ("exact", "math"), "task.verifier", "'exact' or 'math'", t.verifier)
+    _require(t.eval_size >= 0, "task.eval_size", ">= 0", t.eval_size)
+    if t.kind == "arithmetic":
+        _require(t.train_size >= c.allocator.prompts_per_step, "task.train_size",
+                 f">= allocator.prompts_per_step ({c.allocator.prompts_per_step})", t.train_size)
+    else:
+        _require(t.path is not None, "task.path", "a JSONL or Parquet file for task.kind 'dataset'", t.path)
+        for key in ("path", "eval_path"):
+            value = getattr(t, key)
+            if value is not None:
+                _require(Path(value).is_file(), f"task.{key}", "an existing file", value)
+                _require(Path(value).suffix in (".jsonl", ".json", ".parquet"), f"task.{key}",
+                         "a .jsonl, .json or .parquet file", value)
+        _require("{question}" in t.prompt_template, "task.prompt_template", "a string containing '{question}'",
+                 t.prompt_template)
+    m = c.model
+    _require(m.kind in ("tiny", "path"), "model.kind", "'tiny' or 'path'", m.kind)
+    if m.kind == "path":
+        _require(m.path is not None and (Path(m.path) / "config.json").is_file(), "model.path",
+                 "a local Hugging Face model directory (with config.json)", m.path)
+    else:
+        _require(m.num_heads >= 1 and m.hidden_size % m.num_heads == 0, "model.num_heads",
+                 f"a divisor of model.hidden_size ({m.hidden_size})", m.num_heads)
+        _require(m.hidden_size // max(m.num_heads, 1) >= 32, "model.hidden_size / model.num_heads",
+                 ">= 32 (vLLM's CPU attention needs head_dim >= 32)", m.hidden_size / max(m.num_heads, 1))
+        for key in ("num_layers", "intermediate_size", "warmup_batch"):
+            _require(getattr(m, key) >= 1, f"model.{key}", ">= 1", getattr(m, key))
+        _require(m.warmup_steps >= 0, "model.warmup_steps", ">= 0", m.warmup_steps)
+        _require(m.warmup_lr > 0, "model.warmup_lr", "> 0", m.warmup_lr)
+    g = c.generation
+    _require(g.backend in BACKENDS, "generation.backend", f"one of {BACKENDS}", g.backend)
+    _require(g.max_new_tokens >= 1, "generation.max_new_tokens", ">= 1", g.max_new_tokens)
+    _require(g.temperature > 0, "generation.temperature", "> 0 (sampling; rollouts of a group must differ)",
+             g.temperature)
+    _require(0 < g.top_p <= 1, "generation.top_p", "in (0, 1]", g.top_p)
+    a = c.allocator
+    _require(a.name in ALLOCATORS, "allocator.name", f"one of {ALLOCATORS}", a.name)
+    _require(a.embedder in ("hashing", "minilm"), "allocator.embedder", "'hashing' or 'minilm'", a.embedder)
+    _require(a.prompts_per_step >= 1, "allocator.prompts_per_step", ">= 1", a.prompts_per_step)
+    domain = 2 if c.optim.estimator == "rloo" else 3
+    _require(a.min_rollouts >= domain, "allocator.min_rollouts", f">= {domain} for estimator '{c.optim.estimator}'",
+             a.min_rollouts)
+    _require(a.max_rollouts >= a.min_rollouts, "allocator.max_rollouts",
+             f">= allocator.min_rollouts ({a.min_rollouts})", a.max_rollouts)
+    _require(a.min_rollouts <= a.budget_per_prompt <= a.max_rollouts, "allocator.budget_per_prompt",
+             f"in [min_rollouts, max_rollouts] = [{a.min_rollouts}, {a.max_rollouts}]", a.budget_per_prompt)
+    o = c.optim
+    _require(o.estimator in ESTIMATORS, "optim.estimator", f"one of {ESTIMATORS}", o.estimator)
+    _require(o.lr > 0, "optim.lr", "> 0", o.lr)
+    _require(o.warmup_steps >= 0, "optim.warmup_steps", ">= 0", o.warmup_steps)
+    _require(o.weight_decay >= 0, "optim.weight_decay", ">= 0", o.weight_decay)
+    _require(all(0 <= b < 1 for b in o.betas), "optim.betas", "two numbers in [0, 1)", o.betas)
+    _require(o.max_grad_norm > 0, "optim.max_grad_norm", "> 0", o.max_grad_norm)
+    _require(o.clip_eps is None or o.clip_eps > 0, "optim.clip_eps", "null or > 0", o.clip_eps)
+    _require(o.epochs >= 1, "optim.epochs", ">= 1", o.epochs)
+    _require(o.epochs == 1 or o.clip_eps is not None, "optim.epochs", "1 unless optim.clip_eps is set", o.epochs)
+    _require(o.aggregation in AGGREGATIONS, "optim.aggregation", f"one of {AGGREGATIONS}", o.aggregation)

@@ -1,0 +1,66 @@
+"""`vipfast plot RUN_DIR`: PNG curves from a run's metrics.jsonl."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+TIMED_PHASES = ("generate", "update", "sync", "allocate", "reward")
+
+
+def read_metrics(run_dir) -> list[dict]:
+    path = Path(run_dir) / "metrics.jsonl"
+    if not path.is_file():
+        raise ValueError(f"{run_dir} has no metrics.jsonl; is it a `vipfast train` run directory?")
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+def plot_run(run_dir, output=None) -> Path:
+    """One PNG with four panels: held-out accuracy and training reward vs rollouts, wasted
+    rollouts per step, and where each step's time went."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rows = read_metrics(run_dir)
+    steps = [r for r in rows if "reward_mean" in r]
+    evals = [r for r in rows if r.get("held_out_accuracy") is not None]
+    figure, axes = plt.subplots(2, 2, figsize=(11, 7))
+    ax = axes[0, 0]
+    ax.plot([r["rollouts"] for r in evals], [r["held_out_accuracy"] for r in evals], marker="o")
+    ax.set(xlabel="rollouts consumed", ylabel="held-out accuracy (greedy)", title="held-out accuracy")
+    ax = axes[0, 1]
+    ax.plot([r["rollouts"] for r in steps], [r["reward_mean"] for r in steps], label="reward (mean)")
+    ax.plot([r["rollouts"] for r in steps], [r["solve_rate"] for r in steps], label="solve rate (≥1 correct)")
+    ax.set(xlabel="rollouts consumed", title="training batch")
+    ax.legend()
+    ax = axes[1, 0]
+    ax.plot([r["step"] for r in steps], [r["wasted_fraction"] for r in steps])
+    ax.set(xlabel="step", ylabel="fraction", title="wasted rollouts (groups with all-equal rewards)")
+    ax = axes[1, 1]
+    bottom = [0.0] * len(steps)
+    for phase in TIMED_PHASES:
+        seconds = [r["time_s"][phase] for r in steps]
+        ax.bar([r["step"] for r in steps], seconds, bottom=bottom, label=phase, width=1.0)
+        bottom = [b + s for b, s in zip(bottom, seconds)]
+    ax.set(xlabel="step", ylabel="seconds", title="time per step")
+    ax.legend()
+    figure.suptitle(str(run_dir))
+    figure.tight_layout()
+    output = Path(output) if output else Path(run_dir) / "curves.png"
+    figure.savefig(output, dpi=110)
+    plt.close(figure)
+    return output
+
+
+def time_summary(rows: list[dict]) -> dict:
+    """Median seconds per phase and the allocator's share of step time, over the run's steps."""
+    import statistics
+
+    steps = [r for r in rows if "time_s" in r]
+    if not steps:
+        return {}
+    summary = {phase: statistics.median(r["time_s"][phase] for r in steps) for phase in TIMED_PHASES}
+    summary["allocator_overhead"] = statistics.median(r["allocator_overhead"] for r in steps)
+    return summary

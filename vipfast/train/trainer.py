@@ -1,0 +1,251 @@
+"""The RLVR loop: allocate → generate → verify → ragged advantages → torch update → push weights → learn.
+
+    trainer = Trainer(load_config("configs/arithmetic.yaml"))
+    trainer.run()          # resumes from run_dir/checkpoint when there is one
+
+Every random choice of step t (its prompts, its sampling seeds) derives from (seed, t), so a run
+resumed from the checkpoint of step t takes exactly the step t+1 an uninterrupted run takes.
+Outputs in run_dir: config.yaml, metrics.jsonl (one row per step, plus row 0: the held-out
+accuracy before training), checkpoint/ (policy, optimizer, allocator, trainer state).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from ..advantages import group_advantages, token_advantages
+from ..allocator import load_allocator, make_allocator
+from .config import TrainConfig
+from .generation import make_generator, resolve_backend
+from .loss import pack_sequences, policy_gradient_loss, response_logprobs
+from .model import load_policy, policy_directory
+from .task import make_task
+
+TIMERS = ("allocate", "generate", "reward", "update", "sync")
+# Keys whose change makes a checkpoint meaningless for this config (steps may grow, run_dir move).
+RESUMABLE_CHANGES = {"steps", "run_dir", "eval_every", "checkpoint_every"}
+
+
+class Trainer:
+    def __init__(self, config: TrainConfig, *, resume: bool = True):
+        self.config = config
+        if config.cpu_threads:
+            torch.set_num_threads(config.cpu_threads)
+        self.run_dir = Path(config.run_dir)
+        self.checkpoint_dir = self.run_dir / "checkpoint"
+        self.task = make_task(config.task)  # bad data fails here, before any model is built
+        self.device = config.device if config.device != "auto" else ("cuda" if torch.cuda.is_available() else "cpu")
+        self.backend = resolve_backend(config.generation.backend)
+        resuming = resume and (self.checkpoint_dir / "state.json").is_file()
+        if resuming:
+            self._check_resumable()
+        start_dir = self.checkpoint_dir / "policy" if resuming else policy_directory(config.model)
+        self.model, self.tokenizer = load_policy(start_dir, self.device)
+        o = config.optim
+        self.optimizer = torch.optim.AdamW(self.model.parameters(), lr=o.lr, betas=o.betas, weight_decay=o.weight_decay)
+        a = config.allocator
+        if resuming:
+            self.allocator = load_allocator(self.checkpoint_dir / "allocator.npz")
+        else:
+            self.allocator = make_allocator(a.name, budget_per_prompt=a.budget_per_prompt, estimator=o.estimator,
+                                            min_rollouts=a.min_rollouts, max_rollouts=a.max_rollouts,
+                                            **({} if a.name in ("uniform", "knapsack") else {"embedder": a.embedder}))
+        self.train_ids = [self.tokenizer(p)["input_ids"] for p, _ in self.task.train]
+        self.held_out_ids = [self.tokenizer(p)["input_ids"] for p, _ in self.task.held_out]
+        longest_prompt = max(map(len, self.train_ids + self.held_out_ids))
+        self.generator = make_generator(self.backend, model=self.model, tokenizer=self.tokenizer, model_dir=start_dir,
+                                        config=config.generation, seed=config.seed, device=self.device,
+                                        max_model_len=longest_prompt + config.generation.max_new_tokens)
+        self.step, self.rollouts = 0, 0
+        if resuming:
+            self._load_checkpoint()
+        else:
+            self._start_run_dir()
+
+    # -- the loop ---------------------------------------------------------------------------------
+    def run(self) -> list[dict]:
+        rows = []
+        if self.step == 0 and self.task.held_out:
+            rows.append(self._log(dict(step=0, rollouts=0, held_out_accuracy=self.evaluate())))
+        bar = tqdm(range(self.step, self.config.steps), initial=self.step, total=self.config.steps, desc="train",
+                   unit="step", file=sys.stderr)
+        for _ in bar:
+            row = self.train_step()
+            if self.step % self.config.eval_every == 0 or self.step == self.config.steps:
+                row["held_out_accuracy"] = self.evaluate() if self.task.held_out else None
+            if self.step % self.config.checkpoint_every == 0 or self.step == self.config.steps:
+                self.save_checkpoint()
+            rows.append(self._log(row))
+            bar.set_postfix(reward=f"{row['reward_mean']:.3f}", held_out=row.get("held_out_accuracy"))
+        return rows
+
+    def train_step(self) -> dict:
+        c = self.config
+        timer = StepTimer()
+        rng = np.random.default_rng([c.seed, self.step])
+        chosen = rng.choice(len(self.task.train), size=c.allocator.prompts_per_step, replace=False)
+        prompts = [self.task.train[i][0] for i in chosen]
+        with timer("allocate"):
+            counts = self.allocator.plan(prompts)
+        with timer("generate"):
+            rollouts = self.generator.generate([self.train_ids[i] for i in chosen], counts,
+                                               seed=int(rng.integers(2**31 - 1)))
+        with timer("reward"):
+            references = [self.task.train[i][1] for i, n in zip(chosen, counts.tolist()) for _ in range(n)]
+            rewards = self.task.verify(rollouts.texts, references)
+        with timer("update"):
+            prompt_ids = [self.train_ids[i] for i, n in zip(chosen, counts.tolist()) for _ in range(n)]
+            update = self.policy_update(prompt_ids, rollouts.response_ids, rewards, counts)
+        with timer("sync"):
+            self.generator.sync(self.model)
+        with timer("allocate"):
+            self.allocator.update(prompts, rewards, counts)
+        self.step += 1
+        self.rollouts += int(counts.sum())
+        return dict(step=self.step, rollouts=self.rollouts, **batch_statistics(rewards, counts, rollouts.response_ids),
+                    **update, time_s=timer.seconds, allocator_overhead=timer.seconds["allocate"] / timer.total)
+
+    def policy_update(self, prompt_ids, response_ids, rewards: np.ndarray, counts: np.ndarray) -> dict:
+        """One AdamW step (or `optim.epochs` clipped ones) on the token-level policy-gradient loss."""
+        o = self.config.optim
+        batch = pack_sequences(prompt_ids, response_ids, self.tokenizer.pad_token_id, self.device)
+        advantages = group_advantages(torch.as_tensor(rewards, device=self.device),
+                                      torch.as_tensor(counts, device=self.device), estimator=o.estimator)
+        per_token, _ = token_advantages(advantages, batch["response_lengths"], layout="padded")
+        old_logprobs = None
+        if o.epochs > 1:
+            with torch.no_grad():
+                old_logprobs, _ = response_logprobs(self.model, batch)
+        for group in self.optimizer.param_groups:  # a function of the step alone, so resuming needs no scheduler state
+            group["lr"] = o.lr * min(1.0, (self.step + 1) / (o.warmup_steps + 1))
+        for _ in range(o.epochs):
+            logprobs, mask = response_logprobs(self.model, batch)
+            loss = policy_gradient_loss(logprobs, logprobs.detach() if old_logprobs is None else old_logprobs,
+                                        per_token, mask, clip_eps=o.clip_eps, aggregation=o.aggregation,
+                                        max_new_tokens=self.config.generation.max_new_tokens)
+            self.optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            grad_norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), o.max_grad_norm)
+            self.optimizer.step()
+        return dict(loss=float(loss.detach()), grad_norm=float(grad_norm))
+
+    def evaluate(self) -> float:
+        """Held-out accuracy: mean reward of `eval_samples` samples per prompt (greedy when 0)."""
+        answers = [answer for _, answer in self.task.held_out]
+        samples = self.config.eval_samples
+        if samples == 0:
+            return float(self.task.verify(self.generator.greedy(self.held_out_ids), answers).mean())
+        counts = np.full(len(self.held_out_ids), samples)
+        seed = int(np.random.default_rng([self.config.seed, self.step, 1]).integers(2**31 - 1))
+        texts = self.generator.generate(self.held_out_ids, counts, seed=seed).texts
+        return float(self.task.verify(texts, [a for a in answers for _ in range(samples)]).mean())
+
+    # -- run directory and checkpoints ---------------------------------------------------------------
+    def _start_run_dir(self) -> None:
+        import yaml
+
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        (self.run_dir / "metrics.jsonl").unlink(missing_ok=True)
+        shutil.rmtree(self.checkpoint_dir, ignore_errors=True)
+        (self.run_dir / "config.yaml").write_text(yaml.safe_dump(_plain(self.config.to_dict()), sort_keys=False))
+
+    def _check_resumable(self) -> None:
+        import yaml
+
+        saved = yaml.safe_load((self.run_dir / "config.yaml").read_text())
+        current = _plain(self.config.to_dict())
+        for key in sorted(set(saved) | set(current)):
+            if key not in RESUMABLE_CHANGES and saved.get(key) != current.get(key):
+                raise ValueError(f"{self.run_dir} holds a checkpoint of a run whose '{key}' was {saved.get(key)!r}, "
+                                 f"not {current.get(key)!r}; use another run_dir, or resume=False to start over")
+
+    def save_checkpoint(self) -> None:
+        """Written beside the old one, then swapped in, so a crash leaves one complete checkpoint."""
+        staging = self.run_dir / "checkpoint.new"
+        shutil.rmtree(staging, ignore_errors=True)
+        staging.mkdir(parents=True)
+        self.model.save_pretrained(staging / "policy")
+        self.tokenizer.save_pretrained(staging / "policy")
+        torch.save(self.optimizer.state_dict(), staging / "optimizer.pt")
+        self.allocator.save(staging / "allocator.npz")
+        (staging / "state.json").write_text(json.dumps(dict(step=self.step, rollouts=self.rollouts)))
+        previous = self.run_dir / "checkpoint.old"
+        shutil.rmtree(previous, ignore_errors=True)
+        if self.checkpoint_dir.exists():
+            os.replace(self.checkpoint_dir, previous)
+        os.replace(staging, self.checkpoint_dir)
+        shutil.rmtree(previous, ignore_errors=True)
+
+    def _load_checkpoint(self) -> None:
+        state = json.loads((self.checkpoint_dir / "state.json").read_text())
+        self.step, self.rollouts = state["step"], state["rollouts"]
+        self.optimizer.load_state_dict(torch.load(self.checkpoint_dir / "optimizer.pt", map_location=self.device))
+        # Rows logged after the checkpoint belong to steps that will be taken again.
+        metrics = self.run_dir / "metrics.jsonl"
+        if metrics.is_file():
+            kept = [line for line in metrics.read_text().splitlines() if json.loads(line)["step"] <= self.step]
+            metrics.write_text("".join(line + "\n" for line in kept))
+
+    def _log(self, row: dict) -> dict:
+        with open(self.run_dir / "metrics.jsonl", "a") as handle:
+            handle.write(json.dumps(row) + "\n")
+        return row
+
+
+class StepTimer:
+    """Wall seconds per phase of one step; a phase timed twice adds up."""
+
+    def __init__(self):
+        self.seconds = dict.fromkeys(TIMERS, 0.0)
+
+    def __call__(self, phase: str):
+        timer = self
+
+        class _Span:
+            def __enter__(self):
+                self.started = time.perf_counter()
+
+            def __exit__(self, *exc):
+                timer.seconds[phase] += time.perf_counter() - self.started
+
+        return _Span()
+
+    @property
+    def total(self) -> float:
+        return sum(self.seconds.values())
+
+
+def batch_statistics(rewards: np.ndarray, counts: np.ndarray, response_ids) -> dict:
+    """Reward, solve rate, wasted rollouts (groups of all-equal rewards: zero advantage) and the allocation."""
+    offsets = np.concatenate([[0], np.cumsum(counts)])
+    group_means = np.add.reduceat(rewards, offsets[:-1]) / counts
+    settled = (group_means == 0) | (group_means == 1)
+    values, frequency = np.unique(counts, return_counts=True)
+    return dict(reward_mean=float(rewards.mean()), solve_rate=float((group_means > 0).mean()),
+                wasted_rollouts=int(counts[settled].sum()), wasted_fraction=float(counts[settled].sum() / counts.sum()),
+                allocation_histogram={int(v): int(f) for v, f in zip(values, frequency)},
+                mean_response_tokens=float(np.mean([len(r) for r in response_ids])))
+
+
+def _plain(value):
+    """Tuples as lists, so a config compares equal to its YAML round trip."""
+    if isinstance(value, dict):
+        return {k: _plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    return value
+
+
+def train(config: TrainConfig, *, resume: bool = True) -> list[dict]:
+    return Trainer(config, resume=resume).run()
+
+
