@@ -458,18 +458,25 @@ struct SuccessGP::Impl {
 
   // ---- lengthscale --------------------------------------------------------------------
 
+  // An evenly strided subsample of `count` stored rows and their squared norms, copied into the
+  // rows_a / vec_a scratch buffers.
+  std::pair<double*, double*> gather_strided(int64_t count) {
+    double* pts = grow(rows_a, count * d);
+    double* sq = grow(vec_a, count);
+    for (int64_t j = 0; j < count; ++j) {
+      const int64_t slot = j * size / count;
+      std::copy_n(&emb[slot * d], d, pts + j * d);
+      sq[j] = sqn[slot];
+    }
+    return {pts, sq};
+  }
+
   // Median pairwise distance over an evenly strided subsample of the stored keys (all of them
   // when at most kMedianSample); NaN when no two distinct points exist.
   double median_distance() {
     const int64_t sample = std::min(size, kMedianSample);
     if (sample < 2) return kNaN;
-    double* pts = grow(rows_a, sample * d);
-    double* sq = grow(vec_a, sample);
-    for (int64_t j = 0; j < sample; ++j) {
-      const int64_t slot = j * size / sample;
-      std::copy_n(&emb[slot * d], d, pts + j * d);
-      sq[j] = sqn[slot];
-    }
+    const auto [pts, sq] = gather_strided(sample);
     double* g = grow(gram, sample * sample);
     const ConstRowMap x(pts, sample, d);
     RowMap(g, sample, sample).noalias() = x * x.transpose();
@@ -692,13 +699,7 @@ struct SuccessGP::Impl {
   void select_inducing_points() {
     const int64_t pool = std::min(size, kPoolFactor * cfg.num_inducing);
     const int64_t target = std::min(cfg.num_inducing, pool);
-    double* pts = grow(rows_a, pool * d);
-    double* sq = grow(vec_a, pool);
-    for (int64_t j = 0; j < pool; ++j) {
-      const int64_t slot = j * size / pool;
-      std::copy_n(&emb[slot * d], d, pts + j * d);
-      sq[j] = sqn[slot];
-    }
+    const auto [pts, sq] = gather_strided(pool);
     std::vector<double> centres(static_cast<size_t>(target * d)), centre_sq(static_cast<size_t>(target));
     for (int64_t k = 0; k < target; ++k) {
       const int64_t j = k * pool / target;

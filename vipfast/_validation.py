@@ -7,6 +7,7 @@ import operator
 import numpy as np
 
 _INT64 = np.iinfo(np.int64)
+_UINT64_MAX = 2**64 - 1
 
 
 def as_float64_array(value, name: str, ndim: int | tuple[int, ...]) -> np.ndarray:
@@ -44,3 +45,41 @@ def as_int64(value, name: str) -> int:
     if not _INT64.min <= number <= _INT64.max:
         raise ValueError(f"{name} = {number} does not fit in int64")
     return number
+
+
+def as_uint64_keys(keys) -> np.ndarray:
+    """uint64 [Q] without loss: Python ints or integer arrays; negatives and > 2**64-1 are refused."""
+    if isinstance(keys, np.ndarray):
+        array = keys
+    else:
+        try:
+            array = np.asarray(keys)
+        except Exception as error:
+            raise TypeError(f"keys must be a 1-D sequence of integers: {error}") from None
+        if array.dtype.kind in "fO":  # Python ints past int64, or mixed signs numpy turned into floats
+            array = np.asarray(keys, dtype=object)
+    if array.ndim != 1:
+        raise ValueError(f"keys must be 1-D, got shape {array.shape}")
+    kind = array.dtype.kind
+    if kind == "u":
+        return np.ascontiguousarray(array, dtype=np.uint64)
+    if kind == "i":
+        negative = np.flatnonzero(array < 0)
+        if negative.size:
+            i = int(negative[0])
+            raise ValueError(f"keys[{i}] = {array[i]} is negative; keys must fit in uint64 [0, 2**64 - 1]")
+        return np.ascontiguousarray(array, dtype=np.uint64)
+    if kind == "O":
+        out = np.empty(len(array), dtype=np.uint64)
+        for i, value in enumerate(array):
+            if isinstance(value, (bool, np.bool_)):
+                raise TypeError(f"keys[{i}] is a bool; keys must be integers")
+            try:
+                number = operator.index(value)
+            except TypeError:
+                raise TypeError(f"keys[{i}] = {value!r} is not an integer; keys must be uint64") from None
+            if not 0 <= number <= _UINT64_MAX:
+                raise ValueError(f"keys[{i}] = {number} does not fit in uint64 [0, 2**64 - 1]")
+            out[i] = number
+        return out
+    raise TypeError(f"keys must be integers convertible to uint64 without loss, got dtype {array.dtype}")

@@ -21,6 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ._validation import as_uint64_keys
 from .allocation import ESTIMATORS, allocate, knapsack_costs
 from .embedders import EmbeddingCache, make_embedder, prompt_keys
 
@@ -31,25 +32,6 @@ CHECKPOINT_VERSION = 1
 _DOMAIN = {"rloo": 2, "drgrpo": 3, "grpo": 3}
 # "Last-step fit": evidence one step old keeps this weight, older evidence is negligible.
 PAPER_FORGETTING = 1e-3
-
-
-def as_keys(keys) -> np.ndarray:
-    """uint64 [Q] from any integer array or list whose values fit in uint64."""
-    array = np.asarray(keys)
-    if array.ndim != 1:
-        raise ValueError(f"keys must be 1-D, got shape {array.shape}")
-    if array.dtype == np.uint64:
-        return array
-    if array.dtype.kind == "O":
-        try:
-            return np.array([int(k) for k in array.tolist()], dtype=np.uint64)
-        except (TypeError, ValueError, OverflowError) as error:
-            raise ValueError(f"keys must be integers in [0, 2^64): {error}") from None
-    if array.dtype.kind not in "iu":
-        raise TypeError(f"keys must be integers, got dtype {array.dtype}")
-    if array.dtype.kind == "i" and array.size and array.min() < 0:
-        raise ValueError(f"keys must be non-negative, got {int(array.min())}")
-    return array.astype(np.uint64)
 
 
 def successes_per_group(rewards, group_sizes, threshold=None) -> tuple[np.ndarray, np.ndarray]:
@@ -113,7 +95,7 @@ class _Allocator:
     @staticmethod
     def resolve_keys(prompts=None, keys=None) -> np.ndarray:
         if keys is not None:
-            keys = as_keys(keys)
+            keys = as_uint64_keys(keys)
             if prompts is not None and len(prompts) != len(keys):
                 raise ValueError(f"{len(prompts)} prompts but {len(keys)} keys")
             return keys
@@ -134,7 +116,7 @@ class _Allocator:
         started = time.perf_counter()
         items = list(keys_or_prompts) if not isinstance(keys_or_prompts, np.ndarray) else keys_or_prompts
         is_text = len(items) > 0 and isinstance(items[0], str)
-        keys = prompt_keys(items) if is_text else as_keys(items)
+        keys = prompt_keys(items) if is_text else as_uint64_keys(items)
         successes, trials = successes_per_group(rewards, group_sizes, self.config["reward_threshold"])
         if len(keys) != len(trials):
             raise ValueError(f"{len(keys)} prompts but {len(trials)} group sizes")
@@ -301,8 +283,9 @@ class VIPAllocator(_Allocator):
         x = self._embeddings(keys, prompts, embeddings)
         gp = self._gp_for(x.shape[1])
         self._planned_embeddings = dict(zip(keys.tolist(), x))
-        p = gp.predict_proba(keys, x)
-        weights = gp.expected_bernoulli_variance(keys, x) if PRESETS[self.preset]["weights"] == "expected" else p * (1 - p)
+        prediction = gp.predict(keys, x)
+        p = prediction.proba
+        weights = prediction.weight if PRESETS[self.preset]["weights"] == "expected" else p * (1 - p)
         return dict(p=p, weights=weights)
 
     def solve(self, predicted: dict, budget: int) -> np.ndarray:

@@ -15,18 +15,17 @@ keys are stored. docs/success_gp.md gives the model, the algorithms and the meas
 
 from __future__ import annotations
 
-import operator
 from collections.abc import Mapping
 from typing import Any, NamedTuple
 
 import numpy as np
 
 from . import _core
+from ._validation import as_float64_array, as_int64, as_uint64_keys
 
 __all__ = ["GPPrediction", "SuccessGP", "STATE_FORMAT_VERSION"]
 
 STATE_FORMAT_VERSION: int = _core.SUCCESS_GP_STATE_VERSION
-_UINT64_MAX = 2**64 - 1
 _INT64_MAX = 2**63 - 1
 
 
@@ -37,44 +36,6 @@ class GPPrediction(NamedTuple):
     var: np.ndarray     # posterior variance of f
     proba: np.ndarray   # p-hat = E[sigmoid(f)] (moderated) or sigmoid(mean) (plugin)
     weight: np.ndarray  # E[sigmoid(f)(1 - sigmoid(f))], the allocation weight
-
-
-def _as_keys(keys) -> np.ndarray:
-    """uint64 [Q] without loss: Python ints or integer arrays; negatives and > 2**64-1 are refused."""
-    if isinstance(keys, np.ndarray):
-        array = keys
-    else:
-        try:
-            array = np.asarray(keys)
-        except Exception as error:
-            raise TypeError(f"keys must be a 1-D sequence of integers: {error}") from None
-        if array.dtype.kind in "fO":  # Python ints past int64, or mixed signs numpy turned into floats
-            array = np.asarray(keys, dtype=object)
-    if array.ndim != 1:
-        raise ValueError(f"keys must be 1-D, got shape {array.shape}")
-    kind = array.dtype.kind
-    if kind == "u":
-        return np.ascontiguousarray(array, dtype=np.uint64)
-    if kind == "i":
-        negative = np.flatnonzero(array < 0)
-        if negative.size:
-            i = int(negative[0])
-            raise ValueError(f"keys[{i}] = {array[i]} is negative; keys must fit in uint64 [0, 2**64 - 1]")
-        return np.ascontiguousarray(array, dtype=np.uint64)
-    if kind == "O":
-        out = np.empty(len(array), dtype=np.uint64)
-        for i, value in enumerate(array):
-            if isinstance(value, (bool, np.bool_)):
-                raise TypeError(f"keys[{i}] is a bool; keys must be integers")
-            try:
-                number = operator.index(value)
-            except TypeError:
-                raise TypeError(f"keys[{i}] = {value!r} is not an integer; keys must be uint64") from None
-            if not 0 <= number <= _UINT64_MAX:
-                raise ValueError(f"keys[{i}] = {number} does not fit in uint64 [0, 2**64 - 1]")
-            out[i] = number
-        return out
-    raise TypeError(f"keys must be integers convertible to uint64 without loss, got dtype {array.dtype}")
 
 
 def _as_embeddings(embeddings, dim: int) -> np.ndarray:
@@ -113,18 +74,6 @@ def _as_counts(value, name: str) -> np.ndarray:
     return np.ascontiguousarray(array, dtype=np.int64)
 
 
-def _as_successes(value) -> np.ndarray:
-    try:
-        array = np.asarray(value)
-    except Exception as error:
-        raise TypeError(f"successes must be a 1-D array of real numbers: {error}") from None
-    if array.dtype.kind not in "biuf":
-        raise TypeError(f"successes must hold real numbers, got dtype {array.dtype}")
-    if array.ndim != 1:
-        raise ValueError(f"successes must be 1-D, got shape {array.shape}")
-    return np.ascontiguousarray(array, dtype=np.float64)
-
-
 def _real(value, name: str) -> float:
     if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, float, np.integer, np.floating)):
         raise TypeError(f"{name} must be a real number, got {type(value).__name__} {value!r}")
@@ -134,13 +83,7 @@ def _real(value, name: str) -> float:
 def _integer(value, name: str) -> int:
     if isinstance(value, (bool, np.bool_)):
         raise TypeError(f"{name} must be an integer, got bool")
-    try:
-        number = operator.index(value)
-    except TypeError:
-        raise TypeError(f"{name} must be an integer, got {type(value).__name__} {value!r}") from None
-    if not -(2**63) <= number <= _INT64_MAX:
-        raise ValueError(f"{name} = {number} does not fit in int64")
-    return number
+    return as_int64(value, name)
 
 
 def _choice(value, name: str, options: tuple[str, ...]) -> str:
@@ -203,8 +146,8 @@ class SuccessGP:
         Duplicate keys are merged (counts summed, the last embedding kept); rows with trials == 0
         carry no evidence. A key seen before keeps its forgotten counts and adds these to them.
         """
-        self._gp.observe(_as_keys(keys), _as_embeddings(embeddings, self._gp.dim),
-                         _as_successes(successes), _as_counts(trials, "trials"))
+        self._gp.observe(as_uint64_keys(keys), _as_embeddings(embeddings, self._gp.dim),
+                         as_float64_array(successes, "successes", 1), _as_counts(trials, "trials"))
         self._changed()
 
     def advance(self, steps: int = 1) -> None:
@@ -223,7 +166,7 @@ class SuccessGP:
         The last result is kept until the model changes, so predict_proba followed by
         expected_bernoulli_variance on the same batch costs one prediction.
         """
-        keys = _as_keys(keys)
+        keys = as_uint64_keys(keys)
         x = _as_embeddings(embeddings, self._gp.dim)
         version, last = self._version, self._last
         if last is not None and last[0] == version and np.array_equal(last[1], keys) and np.array_equal(last[2], x):
