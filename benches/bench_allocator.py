@@ -21,6 +21,7 @@ import numpy as np
 import pytest
 
 import vipfast
+from vipfast.allocator import PRESETS
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_success_gp import DIM, HISTORY, Q, workload  # noqa: E402  (the same workload, cached once)
@@ -59,7 +60,8 @@ def test_allocator_step(benchmark, name):
 
 
 def test_bare_gp_step(benchmark):
-    gp = vipfast.SuccessGP(DIM)
+    """The SuccessGP the "vipfast" preset builds, stepped directly (no embedder, no solver)."""
+    gp = vipfast.SuccessGP(DIM, **PRESETS["vipfast"]["gp"])
 
     def gp_step(t):
         keys, x, _, trials, successes = workload().batch(t)

@@ -283,6 +283,8 @@ py::dict gp_pseudo_observations(const SuccessGP& gp) {
   out["noise_var"] = py::array_t<double>(n, obs.noise_var.data());
   out["successes"] = py::array_t<double>(n, obs.successes.data());
   out["trials"] = py::array_t<double>(n, obs.trials.data());
+  if (gp.config().noise == vipfast::NoiseModel::laplace)
+    out["linearisation"] = py::array_t<double>(n, obs.linearisation.data());
   return out;
 }
 

@@ -52,6 +52,12 @@ constexpr double kCoverageMargin = 0.05;
 // Pseudo-observation noise is floored at this fraction of signal_var, so that absurd trial counts
 // (n ~ 2^62) cannot make I + T^1/2 K T^1/2 too ill-conditioned to factor.
 constexpr double kMinNoiseRatio = 1e-10;
+// Laplace sites: the linearisation point stays within this many standard errors of the key's own
+// binomial target, because one Newton step taken far out in the logistic's flat tail (the model
+// says p ~ 0.001, the key now succeeds half the time) would overshoot by tens of logits.
+constexpr double kLaplaceTrustRegion = 2.0;
+// Sites whose linearisation point is within this many logits of the posterior mean are kept.
+constexpr double kRelinearisationTolerance = 0.25;
 // Below this the kernel's -1/(2 l^2) overflows to -inf and 0 * inf turns K(x, x) into NaN; on unit
 // vectors (distances <= 2) no useful lengthscale is anywhere near it.
 constexpr double kMinLengthscale = 1e-100;
@@ -251,7 +257,8 @@ GPMode parse_gp_mode(const std::string& name) {
 NoiseModel parse_noise_model(const std::string& name) {
   if (name == "binomial") return NoiseModel::binomial;
   if (name == "fixed") return NoiseModel::fixed;
-  fail("noise must be 'binomial' or 'fixed', got '", name, "'");
+  if (name == "laplace") return NoiseModel::laplace;
+  fail("noise must be 'binomial', 'fixed' or 'laplace', got '", name, "'");
 }
 
 ProbaMethod parse_proba_method(const std::string& name) {
@@ -269,7 +276,14 @@ const char* gp_mode_name(GPMode mode) {
   return "?";
 }
 
-const char* noise_model_name(NoiseModel noise) { return noise == NoiseModel::binomial ? "binomial" : "fixed"; }
+const char* noise_model_name(NoiseModel noise) {
+  switch (noise) {
+    case NoiseModel::binomial: return "binomial";
+    case NoiseModel::fixed: return "fixed";
+    case NoiseModel::laplace: return "laplace";
+  }
+  return "?";
+}
 const char* proba_method_name(ProbaMethod proba) { return proba == ProbaMethod::moderated ? "moderated" : "plugin"; }
 
 void validate_config(const SuccessGPConfig& c) {
@@ -335,6 +349,7 @@ struct SuccessGP::Impl {
   std::vector<int64_t> t_obs;              // step of the last observation
   std::vector<uint64_t> seq;               // recency stamp
   std::vector<double> y, tau;              // pseudo-observation and its precision 1/s^2 at t_obs
+  std::vector<double> f_lin;               // laplace: the model's mean at the key before t_obs's data
   std::vector<int64_t> prev, next;
   int64_t head = -1, tail = -1;
   std::unordered_map<uint64_t, int64_t> index;
@@ -372,7 +387,7 @@ struct SuccessGP::Impl {
   bool fa_valid = false;
 
   // Scratch (grow-only).
-  std::vector<double> xq, xq_sq, gram, rows_a, rows_b, rows_c, rows_d, vec_a, vec_b, vec_c;
+  std::vector<double> xq, xq_sq, gram, rows_a, rows_b, rows_c, rows_d, vec_a, vec_b, vec_c, lin_mean;
   Eigen::MatrixXd s_half;  // second thread's share of a rank update
   std::vector<int64_t> ivec_a, ivec_b;
   std::unordered_map<uint64_t, int64_t> merge_index;
@@ -394,11 +409,24 @@ struct SuccessGP::Impl {
   void set_pseudo_observation(int64_t slot) {
     const double k = k_eff[slot], n = n_eff[slot];
     double target, noise;
-    if (cfg.noise == NoiseModel::binomial) {
+    if (cfg.noise != NoiseModel::fixed) {
       // p~ = (k + 1/2)/(n + 1): logit = log(k + 1/2) - log(n - k + 1/2), s^2 = (n+1)/((k+1/2)(n-k+1/2)).
       const double a = k + 0.5, b = std::max(n - k, 0.0) + 0.5;
       target = std::log(a) - std::log(b);
-      noise = (n + 1.0) / (a * b) + cfg.jitter;
+      noise = (n + 1.0) / (a * b);
+      if (cfg.noise == NoiseModel::laplace) {
+        // A key that never succeeded is consistent with every lower logit (and one that always
+        // succeeded with every higher one): no bound on that side.
+        const double reach = kLaplaceTrustRegion * std::sqrt(noise);
+        const double low = k > 0 ? target - reach : -kInf, high = k < n ? target + reach : kInf;
+        const double f = std::clamp(f_lin[slot], low, high);
+        const double p = sigmoid(f);
+        // n >= 1 and f within reach of the target keep W away from 0 (W > 0.008 for every n).
+        const double w = std::max(n * p * (1.0 - p), std::numeric_limits<double>::min());  // a loaded state's n
+        target = f + (k - n * p) / w;
+        noise = 1.0 / w;
+      }
+      noise += cfg.jitter;
     } else {
       const double p = std::clamp(k / n, cfg.clip, 1.0 - cfg.clip);
       target = std::log(p) - std::log1p(-p);
@@ -421,6 +449,7 @@ struct SuccessGP::Impl {
     seq.resize(n);
     y.resize(n);
     tau.resize(n);
+    if (cfg.noise == NoiseModel::laplace) f_lin.resize(n);
     prev.resize(n);
     next.resize(n);
     delta.resize(n);
@@ -589,6 +618,9 @@ struct SuccessGP::Impl {
     }
 
     const bool fast_live = m > 0;
+    // Laplace: a new key's first site is linearised at the prior mean, a known key's at its last
+    // point; relinearise_stale_sites() then moves both to the posterior mean (Newton from the prior).
+    const double new_key_linearisation = cfg.noise == NoiseModel::laplace ? running_prior_mean() : 0.0;
     terms.clear();
     updates.clear();
     for (size_t u = 0; u < first_row.size(); ++u) {
@@ -648,6 +680,7 @@ struct SuccessGP::Impl {
         sqn[slot] = xs[last_row[u]];
         k_eff[slot] = mk[u];
         n_eff[slot] = mn[u];
+        if (cfg.noise == NoiseModel::laplace) f_lin[slot] = new_key_linearisation;
         index.emplace(key, slot);
         ++ell_inserts;
       }
@@ -674,6 +707,44 @@ struct SuccessGP::Impl {
           rebuild_fast();
       }
     }
+    ex_valid = false;
+    fa_valid = false;
+    if (cfg.noise == NoiseModel::laplace) relinearise_stale_sites();
+  }
+
+  // One Newton step of the Laplace approximation for the sites whose linearisation point is more
+  // than kRelinearisationTolerance away from the posterior mean now. Re-linearising only the keys
+  // just observed would leave the others' sites anchored where their keys were last seen: a
+  // cluster that never succeeds would then drift down one logit per revisit instead of per step.
+  // Once the means settle few sites change, so the fast engine updates its sums by their net change.
+  void relinearise_stale_sites() {
+    if (size == 0) return;
+    const bool fast = fast_active() && m > 0;
+    double* mean = grow(lin_mean, size);
+    if (fast) {
+      // The inducing-point mean, without FITC's own-site correction: a linearisation point only
+      // has to be near the mode, and this costs O(m) per key instead of a triangular solve.
+      if (!fa_valid) factor_fast();
+      VecMap(mean, size).noalias() = ConstRowMap(phi.data(), size, m) * p_mean;
+      VecMap(mean, size).array() += fa_mu0;
+    } else {
+      predict_exact(size, emb.data(), sqn.data(), mean, grow(vec_c, size));
+    }
+    terms.clear();
+    for (int64_t slot = 0; slot < size; ++slot) {
+      if (!(std::abs(mean[slot] - f_lin[slot]) > kRelinearisationTolerance)) continue;
+      const double old_weight = fast ? current_site(slot) : 0.0, old_target = y[slot];
+      f_lin[slot] = mean[slot];
+      set_pseudo_observation(slot);
+      if (!fast) continue;
+      site[slot] = tau[slot] / (1.0 + tau[slot] * delta[slot]);
+      const double w = current_site(slot);
+      const auto row = static_cast<int64_t>(terms.size());
+      std::copy_n(&phi[slot * m], m, grow(rows_b, (row + 1) * m) + row * m);
+      terms.push_back({w - old_weight, w * y[slot] - old_weight * old_target, w - old_weight});
+    }
+    if (fast) apply_terms(rows_b.data(), terms.data(), static_cast<int64_t>(terms.size()));
+    terms.clear();
     ex_valid = false;
     fa_valid = false;
   }
@@ -1274,6 +1345,7 @@ GPState SuccessGP::Impl::state() const {
   s["observed_step"] = array_value(t_obs.data(), {size});
   std::vector<int64_t> stamps(seq.begin(), seq.begin() + size);
   s["recency"] = array_value(stamps.data(), {size});
+  if (cfg.noise == NoiseModel::laplace) s["linearisation"] = array_value(f_lin.data(), {size});
 
   s["num_inducing_used"] = int_value(m);
   s["inducing_points"] = array_value(z.data(), {m, d});
@@ -1307,7 +1379,7 @@ std::unique_ptr<SuccessGP::Impl> SuccessGP::Impl::from_state(const GPState& stat
                     "forgetting", "capacity", "mode", "noise", "jitter", "clip", "proba", "num_inducing",
                     "auto_exact_max", "step", "seq_counter", "lengthscale", "lengthscale_provisional",
                     "lengthscale_count", "lengthscale_inserts", "keys", "embeddings", "successes", "trials",
-                    "observed_step", "recency", "num_inducing_used", "inducing_points", "features", "information",
+                    "observed_step", "recency", "linearisation", "num_inducing_used", "inducing_points", "features", "information",
                     "information_targets", "information_weights", "coverage_reference", "coverage_average", "inducing_selected_at",
                     "cache_keys", "cache_embeddings", "cache_features"});
 
@@ -1356,6 +1428,10 @@ std::unique_ptr<SuccessGP::Impl> SuccessGP::Impl::from_state(const GPState& stat
   const auto& observed = r.array<int64_t>("observed_step", {n});
   const auto& recency = r.array<int64_t>("recency", {n});
   if (n > 0 && std::isnan(g.ell)) fail("state has stored keys but no lengthscale");
+  const bool laplace = cfg.noise == NoiseModel::laplace;
+  if (!laplace && state.count("linearisation")) fail("state['linearisation'] belongs to noise='laplace' only");
+  const std::vector<double> no_linearisation;
+  const auto& linearisation = laplace ? r.array<double>("linearisation", {n}) : no_linearisation;
 
   g.ensure_slots(n);
   g.update_of_slot.assign(static_cast<size_t>(g.slots), -1);
@@ -1378,6 +1454,7 @@ std::unique_ptr<SuccessGP::Impl> SuccessGP::Impl::from_state(const GPState& stat
     g.n_eff[i] = trials[i];
     g.t_obs[i] = observed[i];
     g.seq[i] = static_cast<uint64_t>(recency[i]);
+    if (laplace) g.f_lin[i] = linearisation[i];
     g.set_pseudo_observation(i);
     order[i] = i;
   }
@@ -1510,6 +1587,7 @@ PseudoObservations SuccessGP::pseudo_observations() const {
   out.targets.assign(g.y.begin(), g.y.begin() + n);
   out.successes.assign(g.k_eff.begin(), g.k_eff.begin() + n);
   out.trials.assign(g.n_eff.begin(), g.n_eff.begin() + n);
+  if (g.cfg.noise == NoiseModel::laplace) out.linearisation.assign(g.f_lin.begin(), g.f_lin.begin() + n);
   out.noise_var.resize(n);
   for (size_t i = 0; i < n; ++i) out.noise_var[i] = 1.0 / (g.tau[i] * g.decay(g.step - g.t_obs[i]));
   return out;

@@ -31,12 +31,24 @@ def rbf(a, b, lengthscale, signal_var):
     return signal_var * np.exp(-sq / (2.0 * lengthscale**2))
 
 
-def pseudo_observation(k, n, noise="binomial", jitter=0.0, clip=0.01):
-    """y = logit(p~), s^2 for forgotten counts (DESIGN.md section 3, or the VIP-code 'fixed' model)."""
+LAPLACE_TRUST_REGION = 2.0  # standard errors of the binomial target the linearisation point may stray
+RELINEARISATION_TOLERANCE = 0.25  # logits between a site's linearisation point and the mean it is kept at
+
+
+def pseudo_observation(k, n, noise="binomial", jitter=0.0, clip=0.01, linearisation=None):
+    """y, s^2 for forgotten counts: DESIGN.md section 3's logit((k+1/2)/(n+1)), the VIP code's
+    'fixed' clipped rate, or the binomial likelihood's Newton ('laplace') site at `linearisation`."""
     k, n = np.asarray(k, dtype=np.float64), np.asarray(n, dtype=np.float64)
-    if noise == "binomial":
+    if noise in ("binomial", "laplace"):
         p = (k + 0.5) / (n + 1.0)
-        return np.log(p / (1 - p)), 1.0 / ((n + 1.0) * p * (1 - p)) + jitter
+        y, s2 = np.log(p / (1 - p)), 1.0 / ((n + 1.0) * p * (1 - p))
+        if noise == "binomial":
+            return y, s2 + jitter
+        reach = LAPLACE_TRUST_REGION * np.sqrt(s2)
+        f = np.clip(linearisation, np.where(k > 0, y - reach, -np.inf), np.where(k < n, y + reach, np.inf))
+        p = 1.0 / (1.0 + np.exp(-f))
+        w = n * p * (1 - p)
+        return f + (k - n * p) / w, 1.0 / w + jitter
     p = np.clip(k / n, clip, 1 - clip)
     return np.log(p / (1 - p)), np.full_like(p, jitter)
 
@@ -58,9 +70,11 @@ class ReferenceGP:
         self.fixed_prior_mean, self.forgetting, self.capacity = prior_mean, forgetting, capacity
         self.noise, self.jitter, self.clip = noise, jitter, clip
         self.step = 0
-        self.store: OrderedDict[int, list] = OrderedDict()  # key -> [embedding, k, n, observed step]
+        # key -> [embedding, k, n, observed step, linearisation point (laplace)]
+        self.store: OrderedDict[int, list] = OrderedDict()
 
     def observe(self, keys, embeddings, successes, trials):
+        new_key_linearisation = self.prior_mean()
         merged: dict[int, list] = {}
         for key, x, k, n in zip(np.asarray(keys).tolist(), normalise(embeddings), successes, trials):
             entry = merged.setdefault(int(key), [None, 0.0, 0.0])
@@ -68,20 +82,31 @@ class ReferenceGP:
         for key, (x, k, n) in merged.items():
             if n == 0:
                 continue
+            linearisation = new_key_linearisation
             if key in self.store:
-                _, k_old, n_old, t = self.store.pop(key)
+                _, k_old, n_old, t, linearisation = self.store.pop(key)
                 g = self.forgetting ** (self.step - t)
                 k, n = g * k_old + k, g * n_old + n
             elif len(self.store) == self.capacity:
                 self.store.popitem(last=False)
-            self.store[key] = [x, k, n, self.step]
+            self.store[key] = [x, k, n, self.step, linearisation]
+        if self.noise == "laplace" and merged and self.store:  # as the core: no rows, no Newton step
+            self.relinearise()
+
+    def relinearise(self):
+        """One Newton step: sites more than the tolerance from the posterior mean move to it."""
+        entries = list(self.store.values())
+        mean, _ = self.predict_latent(np.array([entry[0] for entry in entries]))
+        for entry, f in zip(entries, mean):
+            if abs(f - entry[4]) > RELINEARISATION_TOLERANCE:
+                entry[4] = f
 
     def advance(self, steps=1):
         self.step += steps
 
     def pseudo_observations(self):
-        xs, ks, ns, ts = zip(*self.store.values())
-        y, s2 = pseudo_observation(ks, ns, self.noise, self.jitter, self.clip)
+        xs, ks, ns, ts, lin = zip(*self.store.values())
+        y, s2 = pseudo_observation(ks, ns, self.noise, self.jitter, self.clip, np.asarray(lin))
         weight = self.forgetting ** (self.step - np.asarray(ts, dtype=np.float64))
         return np.asarray(xs), y, s2 / weight, weight
 

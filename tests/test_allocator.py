@@ -7,7 +7,7 @@ import pytest
 
 import vipfast
 from vipfast.allocator import UniformAllocator, VIPAllocator, load_allocator, make_allocator, successes_per_group
-from vipfast.sim import OracleAllocator, Scenario, rloo_logit_gradients, simulate
+from vipfast.sim import ClusterOracleAllocator, OracleAllocator, Population, Scenario, rloo_logit_gradients, simulate
 
 ALLOCATOR_NAMES = ["uniform", "knapsack", "vipfast", "paper"]
 SMALL = dict(num_prompts=300, num_clusters=12, dim=16, batch_size=48, steps=8)
@@ -193,15 +193,34 @@ def test_bad_scenario():
         Scenario(hard_fraction=0.7, easy_fraction=0.5)
 
 
-def test_oracle_is_bound_to_the_simulated_population():
+@pytest.mark.parametrize("oracle_class", [OracleAllocator, ClusterOracleAllocator])
+def test_oracle_is_bound_to_the_simulated_population(oracle_class):
     scenario = Scenario(**SMALL, seed=5)
-    oracle = OracleAllocator(budget_per_prompt=8.0, min_rollouts=2, max_rollouts=32)
+    oracle = oracle_class(budget_per_prompt=8.0, min_rollouts=2, max_rollouts=32)
     with pytest.raises(ValueError, match="only runs inside vipfast.sim.simulate"):
         oracle.plan(keys=[1, 2, 3])
     uniform = simulate(build("uniform"), scenario, progress=False).summary()
     best = simulate(oracle, scenario, progress=False).summary()
     assert best["objective_vs_uniform"] < 1.0
     assert best["wasted_fraction"] < uniform["wasted_fraction"]
+
+
+def test_cluster_oracle_averages_the_prompt_offset_out():
+    """Its p is E_b[sigmoid(a_c + b)] over b ~ N(0, spread^2), checked by scipy quadrature."""
+    from scipy import integrate
+
+    scenario = Scenario(**SMALL, seed=int(np.random.default_rng().integers(1000)))
+    oracle = ClusterOracleAllocator(budget_per_prompt=8.0, min_rollouts=2, max_rollouts=32)
+    oracle.population = Population(scenario)
+    picked = np.random.default_rng().choice(scenario.num_prompts, 5, replace=False)
+    prediction = oracle.predict(oracle.population.keys[picked], None, None)
+    for i, p, w in zip(picked, prediction["p"], prediction["weights"]):
+        a = oracle.population.skill[oracle.population.cluster[i]]
+        density = lambda b: np.exp(-0.5 * (b / scenario.prompt_spread) ** 2) / (np.sqrt(2 * np.pi) * scenario.prompt_spread)  # noqa: E731
+        sig = lambda b: 1 / (1 + np.exp(-(a + b)))  # noqa: E731
+        np.testing.assert_allclose(p, integrate.quad(lambda b: sig(b) * density(b), -30, 30)[0], rtol=1e-6, atol=1e-9)
+        np.testing.assert_allclose(w, integrate.quad(lambda b: sig(b) * (1 - sig(b)) * density(b), -30, 30)[0],
+                                   rtol=1e-6, atol=1e-9)
 
 
 def test_simulate_cli_prints_seed_statistics_and_writes_a_plot(tmp_path, capsys):

@@ -18,7 +18,7 @@ from scipy.spatial.distance import pdist
 
 import vipfast
 from vipfast import _core
-from gp_reference import ReferenceGP, Workload, gh_expected_bernoulli_variance, normalise, pseudo_observation
+from gp_reference import ReferenceGP, Workload, gh_expected_bernoulli_variance, normalise, pseudo_observation, rbf
 
 
 def run(models, workload, steps, start=0, duplicates=0, zero_trials=0):
@@ -49,11 +49,13 @@ def small_workload(**overrides):
 # exact mode = an independent float64 numpy GP on the same pseudo-observations
 # ---------------------------------------------------------------------------------------------
 
+@pytest.mark.parametrize("noise", ["binomial", "laplace"])
 @pytest.mark.parametrize("prior_mean", [None, -0.7], ids=["running-mean", "fixed-mean"])
 @pytest.mark.parametrize("forgetting", [0.9, 1.0], ids=["forgetting", "no-forgetting"])
-def test_exact_matches_numpy_reference(prior_mean, forgetting):
+def test_exact_matches_numpy_reference(prior_mean, forgetting, noise):
     workload = small_workload()
-    options = dict(lengthscale=0.9, signal_var=1.7, prior_mean=prior_mean, forgetting=forgetting, capacity=230)
+    options = dict(lengthscale=0.9, signal_var=1.7, prior_mean=prior_mean, forgetting=forgetting, capacity=230,
+                   noise=noise)
     gp = vipfast.SuccessGP(24, mode="exact", **options)
     ref = ReferenceGP(24, **options)
     run([gp, ref], workload, steps=9, duplicates=7, zero_trials=3)
@@ -64,9 +66,14 @@ def test_exact_matches_numpy_reference(prior_mean, forgetting):
     order = np.argsort(stored["keys"])
     ref_order = np.argsort(np.fromiter(ref.store, dtype=np.uint64))
     np.testing.assert_array_equal(stored["keys"][order], np.fromiter(ref.store, dtype=np.uint64)[ref_order])
-    np.testing.assert_allclose(stored["targets"][order], y_ref[ref_order], rtol=1e-12)
-    np.testing.assert_allclose(stored["noise_var"][order], s2_ref[ref_order], rtol=1e-12)
-    np.testing.assert_allclose(gp.prior_mean, ref.prior_mean(), rtol=1e-12)
+    # Laplace sites sit at posterior means, themselves agreeing to ~1e-10 (two different solves).
+    tolerance = dict(rtol=1e-12) if noise == "binomial" else dict(rtol=1e-8, atol=1e-9)
+    np.testing.assert_allclose(stored["targets"][order], y_ref[ref_order], **tolerance)
+    np.testing.assert_allclose(stored["noise_var"][order], s2_ref[ref_order], **tolerance)
+    np.testing.assert_allclose(gp.prior_mean, ref.prior_mean(), **tolerance)
+    if noise == "laplace":
+        lin_ref = np.array([entry[4] for entry in ref.store.values()])
+        np.testing.assert_allclose(stored["linearisation"][order], lin_ref[ref_order], **tolerance)
 
     keys, x, *_ = workload.batch(100)
     mean, var = gp.predict_latent(keys, x)
@@ -209,6 +216,81 @@ def test_keys_are_uint64_without_loss(mode):
 
 
 # ---------------------------------------------------------------------------------------------
+# noise="laplace": Newton sites of the binomial likelihood
+# ---------------------------------------------------------------------------------------------
+
+def two_clusters(rng, dim=8, size=20):
+    """Keys of a cluster that never succeeds and of one that succeeds sometimes."""
+    centres = normalise(rng.normal(size=(2, dim)))
+    x = normalise(np.repeat(centres, size, axis=0) + 0.3 / np.sqrt(dim) * rng.normal(size=(2 * size, dim)))
+    trials = rng.integers(2, 9, size=2 * size)
+    successes = np.concatenate([np.zeros(size), rng.binomial(trials[size:], 0.4)]).astype(np.float64)
+    return np.arange(1, 2 * size + 1, dtype=np.uint64), x, successes, trials
+
+
+def laplace_mode(x, successes, trials, lengthscale, signal_var, prior_mean):
+    """The binomial-likelihood GP's posterior mode, by scipy's Newton-CG on f = mu0 + L u."""
+    from scipy.optimize import minimize
+
+    chol = np.linalg.cholesky(rbf(x, x, lengthscale, signal_var) + 1e-10 * np.eye(len(x)))
+
+    def objective(u):
+        f = prior_mean + chol @ u
+        loglik = successes * f - trials * np.logaddexp(0.0, f)
+        p = 1.0 / (1.0 + np.exp(-f))
+        return 0.5 * u @ u - loglik.sum(), u - chol.T @ (successes - trials * p)
+
+    u = minimize(objective, np.zeros(len(x)), jac=True, method="L-BFGS-B", options=dict(gtol=1e-10, maxiter=5000)).x
+    return prior_mean + chol @ u
+
+
+@pytest.mark.parametrize("mode", ["exact", "fast"])
+def test_laplace_newton_steps_reach_the_posterior_mode(mode):
+    """Observing no new evidence (zero trials) takes Newton steps; they converge to the mode of the
+    binomial-likelihood posterior that scipy finds independently, within the re-linearisation
+    tolerance. The binomial pseudo-observation cannot pool a cluster's zero counts and stays far off."""
+    rng = np.random.default_rng()
+    keys, x, successes, trials = two_clusters(rng)
+    options = dict(lengthscale=0.5, signal_var=9.0, prior_mean=0.0, forgetting=1.0, mode=mode, num_inducing=64)
+    gp = vipfast.SuccessGP(8, noise="laplace", **options)
+    binomial = vipfast.SuccessGP(8, noise="binomial", **options)
+    for model in (gp, binomial):
+        model.observe(keys, x, successes, trials)
+    for _ in range(30):
+        gp.observe(keys, x, np.zeros(len(keys)), np.zeros(len(keys), dtype=np.int64))
+    mode_ref = laplace_mode(x, successes, trials, 0.5, 9.0, 0.0)
+    mean = gp.predict_latent(keys, x)[0]
+    assert np.abs(mean - mode_ref).max() < 0.3, np.abs(mean - mode_ref).max()
+    never = slice(0, 20)
+    assert mode_ref[never].mean() < -3.0  # the pooled evidence says "very hard"
+    assert binomial.predict_latent(keys, x)[0][never].mean() > mode_ref[never].mean() + 1.0
+
+
+def test_laplace_site_at_a_contradicted_linearisation_point_does_not_overshoot():
+    """The prior says p ~ 3e-4; the key succeeds half the time. A Newton step from the prior mean
+    would put the site ~80 logits up; the trust region keeps it near the key's own rate."""
+    gp = vipfast.SuccessGP(2, mode="exact", noise="laplace", prior_mean=-8.0, signal_var=0.5)
+    gp.observe([7], [[1.0, 0.0]], [20.0], [40])
+    stored = gp.pseudo_observations()
+    y, s2 = pseudo_observation([20.0], [40.0], "laplace", linearisation=stored["linearisation"])
+    np.testing.assert_allclose(stored["targets"], y, rtol=1e-12)
+    np.testing.assert_allclose(stored["noise_var"], s2, rtol=1e-12)
+    assert abs(stored["targets"][0]) < 1.0 and stored["noise_var"][0] < 0.2
+
+
+def test_laplace_site_has_no_bound_on_the_side_its_counts_allow():
+    """0 of n is consistent with any lower logit: the site is linearised at the model's mean even
+    far below the binomial target, and says "lower still"."""
+    gp = vipfast.SuccessGP(2, mode="exact", noise="laplace", prior_mean=-9.0, signal_var=0.01)
+    gp.observe([7], [[1.0, 0.0]], [0.0], [3])
+    stored = gp.pseudo_observations()
+    assert stored["linearisation"][0] < -8.9
+    assert stored["targets"][0] < stored["linearisation"][0]
+    y, s2 = pseudo_observation([0.0], [3.0], "laplace", linearisation=stored["linearisation"])
+    np.testing.assert_allclose([stored["targets"][0], stored["noise_var"][0]], [y[0], s2[0]], rtol=1e-12)
+
+
+# ---------------------------------------------------------------------------------------------
 # fast mode against exact
 # ---------------------------------------------------------------------------------------------
 
@@ -224,10 +306,11 @@ def test_fast_equals_exact_when_the_inducing_points_cover_the_store():
     np.testing.assert_allclose(a.var, b.var, rtol=1e-6)
 
 
-def test_fast_tracks_exact_on_a_small_run():
+@pytest.mark.parametrize("noise", ["binomial", "laplace"])
+def test_fast_tracks_exact_on_a_small_run(noise):
     workload = Workload(num_keys=1500, dim=32, clusters=16, batch=128, seed=5)
-    fast = vipfast.SuccessGP(32, mode="fast", num_inducing=128, capacity=1024)
-    exact = vipfast.SuccessGP(32, mode="exact", capacity=1024)
+    fast = vipfast.SuccessGP(32, mode="fast", num_inducing=128, capacity=1024, noise=noise)
+    exact = vipfast.SuccessGP(32, mode="exact", capacity=1024, noise=noise)
     run([fast, exact], workload, steps=15)
     keys, x, *_ = workload.batch(15)
     assert fast.lengthscale == exact.lengthscale
@@ -316,9 +399,10 @@ def brier_scores(mode, steps=40, **gp_options):
     return {name: float(np.mean(v)) for name, v in scores.items()}
 
 
+@pytest.mark.parametrize("noise", ["binomial", "laplace"])
 @pytest.mark.parametrize("mode", ["auto", "fast"])
-def test_calibration_beats_per_prompt_and_global_baselines(mode):
-    scores = brier_scores(mode, num_inducing=128)
+def test_calibration_beats_per_prompt_and_global_baselines(mode, noise):
+    scores = brier_scores(mode, num_inducing=128, noise=noise)
     assert scores["gp"] < scores["beta"] - 0.005, scores
     assert scores["gp"] < scores["global"] - 0.005, scores
 
@@ -332,10 +416,11 @@ def assert_same_predictions(a, b, keys, x):
         np.testing.assert_array_equal(left, right)
 
 
+@pytest.mark.parametrize("noise", ["binomial", "laplace"])
 @pytest.mark.parametrize("mode", ["exact", "fast", "auto"])
-def test_state_round_trips_bitwise(mode):
+def test_state_round_trips_bitwise(mode, noise):
     workload = small_workload(num_keys=400, batch=50)
-    gp = vipfast.SuccessGP(24, mode=mode, num_inducing=32, capacity=300, auto_exact_max=120)
+    gp = vipfast.SuccessGP(24, mode=mode, num_inducing=32, capacity=300, auto_exact_max=120, noise=noise)
     run([gp], workload, steps=4)
     keys, x, *_ = workload.batch(4)
     gp.predict(keys, x)  # fills the fast mode's feature cache, which the state carries
@@ -360,6 +445,20 @@ def test_state_survives_a_round_trip_through_numpy_scalars():
     arrays = {k: np.asarray(v) for k, v in gp.state_dict().items()}
     clone = vipfast.SuccessGP.from_state_dict({k: v.item() if v.ndim == 0 else v for k, v in arrays.items()})
     assert_same_predictions(gp, clone, [1, 9], np.eye(3)[:2])
+
+
+def test_state_linearisation_points_are_checked():
+    gp = vipfast.SuccessGP(3, noise="laplace")
+    gp.observe([1, 2], np.eye(3)[:2], [1, 0], [2, 2])
+    state = gp.state_dict()
+    with pytest.raises(ValueError, match=r"state\['linearisation'\] holds a non-finite value nan at flat index 1"):
+        vipfast.SuccessGP.from_state_dict({**state, "linearisation": np.array([0.0, np.nan])})
+    with pytest.raises(ValueError, match="state is missing 'linearisation'"):
+        vipfast.SuccessGP.from_state_dict({k: v for k, v in state.items() if k != "linearisation"})
+    binomial = vipfast.SuccessGP(3)
+    binomial.observe([1, 2], np.eye(3)[:2], [1, 0], [2, 2])
+    with pytest.raises(ValueError, match=r"state\['linearisation'\] belongs to noise='laplace' only"):
+        vipfast.SuccessGP.from_state_dict({**binomial.state_dict(), "linearisation": state["linearisation"]})
 
 
 def test_state_rejects_a_foreign_format_clearly():
@@ -554,7 +653,8 @@ def test_fuzz_the_public_api(data):
     dim = data.draw(st.integers(1, 5))
     mode = data.draw(st.sampled_from(["exact", "fast", "auto"]))
     gp = vipfast.SuccessGP(dim, mode=mode, num_inducing=data.draw(st.integers(1, 6)), capacity=data.draw(st.integers(1, 8)),
-                           forgetting=data.draw(st.sampled_from([1.0, 0.5, 1e-300])), auto_exact_max=3)
+                           forgetting=data.draw(st.sampled_from([1.0, 0.5, 1e-300])), auto_exact_max=3,
+                           noise=data.draw(st.sampled_from(["binomial", "laplace"])))
     for _ in range(data.draw(st.integers(1, 4))):
         keys, embeddings, successes, trials = data.draw(batches(dim))
         try:
@@ -576,7 +676,8 @@ def test_fuzz_the_public_api(data):
 def test_fuzz_the_native_bindings(data):
     """The raw _core class, bypassing the Python conversions: forcecast and shape checks only."""
     dim = data.draw(st.integers(1, 4))
-    gp = _core.SuccessGP(dim, None, 1.0, None, 0.9, 5, data.draw(st.sampled_from(["exact", "fast"])), "binomial",
+    gp = _core.SuccessGP(dim, None, 1.0, None, 0.9, 5, data.draw(st.sampled_from(["exact", "fast"])),
+                         data.draw(st.sampled_from(["binomial", "laplace"])),
                          0.0, 0.01, "moderated", 3, 2)
     for _ in range(3):
         q = data.draw(st.integers(0, 5))
@@ -610,7 +711,8 @@ def corrupted(draw, state):
 @settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(st.data())
 def test_fuzz_corrupted_states(data):
-    gp = vipfast.SuccessGP(3, mode=data.draw(st.sampled_from(["exact", "fast"])), num_inducing=4, capacity=6)
+    gp = vipfast.SuccessGP(3, mode=data.draw(st.sampled_from(["exact", "fast"])), num_inducing=4, capacity=6,
+                           noise=data.draw(st.sampled_from(["binomial", "laplace"])))
     gp.observe([1, 2, 3, 4], np.array([[1, 0, 0], [0, 1, 0], [0, 0, 1], [1, 1, 0]]), [1, 2, 3, 0], [3, 3, 3, 3])
     gp.predict([5], [[1, 2, 3]])
     state = corrupted(data.draw, gp.state_dict())

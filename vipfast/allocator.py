@@ -205,9 +205,12 @@ class LastRatePredictor:
         self.rates = dict(zip(arrays["rates/keys"].tolist(), arrays["rates/values"].tolist()))
 
 
-# GP settings per preset. "paper" reproduces the published VIP code's predictor (docs/allocator.md).
+# GP settings per preset. "vipfast" departs from DESIGN.md section 3's pseudo-observation: Laplace
+# sites pool the counts of neighbouring prompts, and the wider prior lets a prompt that never (or
+# always) succeeds reach p ~ 0.001 (docs/success_gp.md, "Laplace sites"). "paper" reproduces the
+# published VIP code's predictor (docs/allocator.md).
 PRESETS = {
-    "vipfast": dict(gp=dict(), weights="expected"),
+    "vipfast": dict(gp=dict(noise="laplace", signal_var=16.0), weights="expected"),
     "paper": dict(gp=dict(lengthscale=0.27, prior_mean=-5.0, noise="fixed", jitter=1e-4, proba="plugin",
                           forgetting=PAPER_FORGETTING), weights="plugin"),
     "knapsack": dict(gp=None, weights="plugin"),

@@ -55,7 +55,7 @@ def simulate(args) -> int:
     from dataclasses import fields, replace
 
     from .allocator import make_allocator
-    from .sim import OracleAllocator, Scenario
+    from .sim import ClusterOracleAllocator, OracleAllocator, Scenario
     from .sim import simulate as run_simulation
     from .sim_report import summary_table, write_plot
 
@@ -66,7 +66,8 @@ def simulate(args) -> int:
     runs = {name: [] for name in args.allocators}
     jobs = [(name, seed) for name in args.allocators for seed in seeds]
     for name, seed in tqdm(jobs, desc="allocators x seeds", unit="run", file=sys.stderr):
-        allocator = OracleAllocator(**bounds) if name == "oracle" else make_allocator(name, embedding_dim=scenario.dim, **bounds)
+        oracle = {"oracle": OracleAllocator, "cluster-oracle": ClusterOracleAllocator}.get(name)
+        allocator = oracle(**bounds) if oracle else make_allocator(name, embedding_dim=scenario.dim, **bounds)
         runs[name].append(run_simulation(allocator, replace(scenario, seed=seed), label=name))
     print(summary_table(runs, scenario, seeds))
     write_plot(runs, args.plot)
@@ -159,8 +160,10 @@ def main(argv=None) -> int:
     bench_parser.add_argument("--seed", type=int, default=0)
     bench_parser.set_defaults(run=bench)
     sim_parser = commands.add_parser("simulate", help="compare allocators on a synthetic RLVR population")
-    sim_parser.add_argument("--allocators", nargs="+", default=["uniform", "vipfast", "paper", "knapsack", "oracle"],
-                            help="uniform, vipfast, paper, knapsack, and oracle (the solver fed the true p)")
+    sim_parser.add_argument("--allocators", nargs="+",
+                            default=["uniform", "vipfast", "paper", "knapsack", "cluster-oracle", "oracle"],
+                            help="uniform, vipfast, paper, knapsack; oracle (the solver fed the true p) and "
+                                 "cluster-oracle (fed each prompt's cluster skill, not its own offset)")
     sim_parser.add_argument("--plot", default="simulate.png", help="PNG path (default simulate.png)")
     sim_parser.add_argument("--seeds", type=int, nargs="+", help="run every allocator on each seed (overrides --seed)")
     _add_scenario_flags(sim_parser)

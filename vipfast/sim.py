@@ -23,7 +23,7 @@ from tqdm import tqdm
 from .allocation import allocation_objective
 from .allocator import UniformAllocator
 
-__all__ = ["Scenario", "Population", "OracleAllocator", "simulate", "RunResult"]
+__all__ = ["Scenario", "Population", "OracleAllocator", "ClusterOracleAllocator", "simulate", "RunResult"]
 
 
 @dataclass
@@ -123,6 +123,25 @@ class OracleAllocator(UniformAllocator):
         return dict(p=p, weights=p * (1 - p))
 
 
+class ClusterOracleAllocator(OracleAllocator):
+    """The solver fed each prompt's cluster skill a_c exactly but not its own offset b_i, which no
+    embedding shows: p = E_b[sigmoid(a_c + b)], weight E_b[p(1 - p)], b ~ N(0, prompt_spread^2).
+    The headroom of any predictor that learns from embeddings (its own past rollouts aside)."""
+
+    name = "cluster-oracle"
+
+    def predict(self, keys, prompts, embeddings) -> dict:
+        if self.population is None:
+            raise ValueError("the oracle allocator only runs inside vipfast.sim.simulate")
+        index = np.searchsorted(self.population.keys, np.asarray(keys, dtype=np.uint64))
+        nodes, weights = np.polynomial.hermite_e.hermegauss(32)  # probabilists': E over N(0, 1)
+        logits = self.population.skill[self.population.cluster[index]][:, None] + \
+            self.population.scenario.prompt_spread * nodes[None, :]
+        p = _sigmoid(logits)
+        weights = weights / weights.sum()
+        return dict(p=p @ weights, weights=(p * (1 - p)) @ weights)
+
+
 def rloo_logit_gradients(rewards, counts, p):
     """Per group: mean_j A_j (y_j - p) with leave-one-out advantages; 0 for all-equal groups."""
     offsets = np.concatenate([[0], np.cumsum(counts)])[:-1]
@@ -188,7 +207,7 @@ class RunResult:
 def simulate(allocator, scenario: Scenario, *, label=None, progress=True) -> RunResult:
     """Run one allocator for scenario.steps steps on a fresh population; deterministic per seed."""
     population = Population(scenario)
-    if isinstance(allocator, OracleAllocator):
+    if isinstance(allocator, OracleAllocator):  # the cluster oracle too
         allocator.population = population
     rng = np.random.default_rng([scenario.seed, 2])
     beta = BetaBaseline()

@@ -103,9 +103,13 @@ class SuccessGP:
     forgetting: gamma in (0, 1]; evidence of age a steps counts gamma**a (1 = never forget).
     capacity: keys stored at most; the least recently observed key is evicted.
     mode: "exact" | "fast" | "auto" (exact while at most `auto_exact_max` keys are stored).
-    noise: "binomial" (DESIGN.md: y = logit((k+1/2)/(n+1)), s^2 = 1/((n+1) p(1-p)) + jitter) or
-        "fixed" (the published VIP code: y = logit(clip(k/n, clip, 1-clip)), s^2 = jitter).
-    jitter: extra noise variance (binomial, default 0) or the noise variance (fixed, default 1e-4).
+    noise: "binomial" (DESIGN.md: y = logit((k+1/2)/(n+1)), s^2 = 1/((n+1) p(1-p)) + jitter),
+        "fixed" (the published VIP code: y = logit(clip(k/n, clip, 1-clip)), s^2 = jitter) or
+        "laplace" (the binomial likelihood's Newton site at the model's mean f* before the
+        observation, f* kept within 2 s of the binomial target: W = n p*(1-p*),
+        y = f* + (k - n p*)/W, s^2 = 1/W + jitter; pools counts across neighbouring keys).
+    jitter: extra noise variance (binomial, laplace: default 0) or the noise variance (fixed,
+        default 1e-4).
     clip: rate clipping of the "fixed" noise model.
     proba: "moderated" (sigmoid(mu / sqrt(1 + pi var / 8))) or "plugin" (sigmoid(mu), as VIP's code).
     num_inducing: inducing points of the fast mode.
@@ -116,9 +120,9 @@ class SuccessGP:
     def __init__(self, dim, *, lengthscale=None, signal_var=1.0, prior_mean=None, forgetting=0.95, capacity=4096,
                  mode="auto", noise="binomial", jitter=None, clip=0.01, proba="moderated", num_inducing=384,
                  auto_exact_max=1024):
-        noise = _choice(noise, "noise", ("binomial", "fixed"))
+        noise = _choice(noise, "noise", ("binomial", "fixed", "laplace"))
         if jitter is None:
-            jitter = 0.0 if noise == "binomial" else 1e-4
+            jitter = 1e-4 if noise == "fixed" else 0.0
         self._version, self._last = 0, None
         self._gp = _core.SuccessGP(
             _integer(dim, "dim"),
@@ -229,7 +233,8 @@ class SuccessGP:
 
     def pseudo_observations(self) -> dict[str, np.ndarray]:
         """The stored keys' pseudo-observations now: keys, unit embeddings, targets y, noise_var
-        (s^2 / forgetting**age) and the forgotten successes and trials behind them."""
+        (s^2 / forgetting**age), the forgotten successes and trials behind them and, for
+        noise="laplace", each site's linearisation point f*."""
         return self._gp.pseudo_observations()
 
     # -- state ---------------------------------------------------------------------------

@@ -21,7 +21,10 @@ namespace vipfast {
 enum class GPMode { exact, fast, automatic };
 // binomial: y = logit((k+1/2)/(n+1)), s^2 = 1/((n+1) p(1-p)) + jitter (DESIGN.md section 3).
 // fixed:    y = logit(clip(k/n, clip, 1-clip)), s^2 = jitter (the published VIP code's predictor).
-enum class NoiseModel { binomial, fixed };
+// laplace:  the binomial likelihood's Laplace (Newton) site at f*, the model's mean at the key just
+//           before the observation kept within 2 s of the binomial target: W = n p*(1-p*),
+//           y = f* + (k - n p*)/W, s^2 = 1/W + jitter. Pools counts across neighbours.
+enum class NoiseModel { binomial, fixed, laplace };
 // moderated: sigmoid(mu / sqrt(1 + pi v / 8)) ~ E[sigmoid(f)] (MacKay 1992); plugin: sigmoid(mu).
 enum class ProbaMethod { moderated, plugin };
 
@@ -42,7 +45,7 @@ struct SuccessGPConfig {
   int64_t capacity = 4096;         // stored keys; least recently observed evicted
   GPMode mode = GPMode::automatic;
   NoiseModel noise = NoiseModel::binomial;
-  double jitter = 0.0;             // binomial: added to s^2 (>= 0); fixed: s^2 itself (> 0)
+  double jitter = 0.0;             // binomial, laplace: added to s^2 (>= 0); fixed: s^2 itself (> 0)
   double clip = 0.01;              // fixed: rate clipped to [clip, 1 - clip], 0 < clip < 1/2
   ProbaMethod proba = ProbaMethod::moderated;
   int64_t num_inducing = 384;      // fast: at most this many inducing points
@@ -89,6 +92,7 @@ struct PseudoObservations {
   std::vector<double> noise_var;     // (N) s^2 / forgetting^age; inf once the weight underflows
   std::vector<double> successes;     // (N) forgotten sums
   std::vector<double> trials;        // (N)
+  std::vector<double> linearisation; // (N) laplace: f* of each site; empty for the other models
 };
 
 class SuccessGP {
