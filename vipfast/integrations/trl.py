@@ -19,7 +19,9 @@ the ragged groups with vipfast.group_advantages, and the rewards go back to the 
 Generation backends: plain transformers `generate` and vLLM colocate mode generate one
 completion per row, so ragged rows need nothing more; vLLM server mode asks the server for
 `num_generations` completions per unique prompt, so in training this trainer sends every row as
-its own request (n=1) and lets vLLM's prefix cache share the prompt.
+its own request (n=1) and lets vLLM's prefix cache share the prompt. On vLLM's CPU backend the
+colocated engine gets the new weights through vLLM's `reload_weights` instead of TRL's
+per-parameter `load_weights`, which that backend cannot take (see `_push_weights_to_cpu_vllm`).
 
 Evaluation keeps TRL's equal groups (num_generations_eval).
 """
@@ -106,6 +108,7 @@ class VIPGRPOTrainer(GRPOTrainer):
                              f"generation batch has generation_batch_size = {config.generation_batch_size} rows")
         self.last_plan: dict = {}
         self._rewards_per_func = None
+        self._colocated_vllm_on_cpu = self.use_vllm and self.vllm_mode == "colocate" and _vllm_runs_on_cpu()
 
     def _allocator_from(self, config: VIPGRPOConfig):
         options = dict(budget=config.generation_batch_size, estimator=config.advantage_estimator,
@@ -196,7 +199,23 @@ class VIPGRPOTrainer(GRPOTrainer):
         # vLLM server mode dedupes rows by taking every num_generations-th one; ragged rows must go one by one.
         if self.model.training:
             num_generations = 1
+        if self._colocated_vllm_on_cpu and self.state.global_step != self._last_loaded_step:
+            self._push_weights_to_cpu_vllm()
+            self._last_loaded_step = self.state.global_step  # TRL's own marker: it then skips its push
         return super()._generate_single_turn(prompt_ids, images, multimodal_fields, num_generations, *args, **kwargs)
+
+    def _push_weights_to_cpu_vllm(self):
+        """Load the policy's weights into the colocated vLLM engine on vLLM's CPU backend.
+
+        That backend repacks each linear layer's weight for its GEMM kernels and drops the original
+        parameter, so TRL's push (`model.load_weights` one parameter at a time) fails with
+        "'Parameter' object has no attribute 'weight_loader'". `reload_weights` restores the
+        checkpoint layout, loads every tensor and repacks again.
+        """
+        generation = self.vllm_generation
+        llm = generation.llm
+        llm.collective_rpc("reload_weights", kwargs=dict(weights_iterator=generation._iter_named_params()))
+        llm.reset_prefix_cache()  # its key/values were computed with the old weights
 
     def _save_checkpoint(self, model, trial):
         super()._save_checkpoint(model, trial)
@@ -209,3 +228,9 @@ class VIPGRPOTrainer(GRPOTrainer):
         if checkpoint is not None and os.path.exists(path := os.path.join(checkpoint, ALLOCATOR_CHECKPOINT)):
             embedder = getattr(self.allocator, "_embedder_object", None)
             self.allocator = load_allocator(path, **({"embedder": embedder} if embedder is not None else {}))
+
+
+def _vllm_runs_on_cpu() -> bool:
+    from vllm.platforms import current_platform  # here: vLLM is imported only by trainers that use it
+
+    return current_platform.is_cpu()
