@@ -591,10 +591,11 @@ struct SuccessGP::Impl {
       if (successes[i] > static_cast<double>(trials[i]))
         fail("successes[", i, "] = ", successes[i], " exceeds trials[", i, "] = ", trials[i]);
     }
+    if (count == 0) return;
+    if (cfg.noise == NoiseModel::laplace) relinearise_stale_sites();
     double* x = grow(xq, count * d);
     double* xs = grow(xq_sq, count);
     normalise_rows(embeddings, count, d, x, xs);
-    if (count == 0) return;
 
     // Merge duplicates in order of first occurrence: counts summed, last embedding kept.
     merge_index.clear();
@@ -618,8 +619,8 @@ struct SuccessGP::Impl {
     }
 
     const bool fast_live = m > 0;
-    // Laplace: a new key's first site is linearised at the prior mean, a known key's at its last
-    // point; relinearise_stale_sites() then moves both to the posterior mean (Newton from the prior).
+    // Laplace: a new key's first site is linearised at the prior mean, a known key's at its point
+    // just refreshed; the next observe's Newton step moves both to the posterior mean.
     const double new_key_linearisation = cfg.noise == NoiseModel::laplace ? running_prior_mean() : 0.0;
     terms.clear();
     updates.clear();
@@ -709,14 +710,15 @@ struct SuccessGP::Impl {
     }
     ex_valid = false;
     fa_valid = false;
-    if (cfg.noise == NoiseModel::laplace) relinearise_stale_sites();
   }
 
-  // One Newton step of the Laplace approximation for the sites whose linearisation point is more
-  // than kRelinearisationTolerance away from the posterior mean now. Re-linearising only the keys
-  // just observed would leave the others' sites anchored where their keys were last seen: a
-  // cluster that never succeeds would then drift down one logit per revisit instead of per step.
-  // Once the means settle few sites change, so the fast engine updates its sums by their net change.
+  // One Newton step of the Laplace approximation, taken at the start of each observe with the
+  // posterior the preceding prediction already factored: every stored site whose linearisation
+  // point is more than kRelinearisationTolerance from the posterior mean is re-linearised there.
+  // Re-linearising only the keys being observed would leave the others' sites anchored where
+  // their keys were last seen: a cluster that never succeeds would then drift down one logit per
+  // revisit instead of per step. Once the means settle few sites change, so the fast engine
+  // updates its sums by their net change, and the factor is kept when none did.
   void relinearise_stale_sites() {
     if (size == 0) return;
     const bool fast = fast_active() && m > 0;
@@ -728,11 +730,13 @@ struct SuccessGP::Impl {
       VecMap(mean, size).noalias() = ConstRowMap(phi.data(), size, m) * p_mean;
       VecMap(mean, size).array() += fa_mu0;
     } else {
-      predict_exact(size, emb.data(), sqn.data(), mean, grow(vec_c, size));
+      predict_exact(size, emb.data(), sqn.data(), mean, nullptr);
     }
     terms.clear();
+    bool changed = false;
     for (int64_t slot = 0; slot < size; ++slot) {
       if (!(std::abs(mean[slot] - f_lin[slot]) > kRelinearisationTolerance)) continue;
+      changed = true;
       const double old_weight = fast ? current_site(slot) : 0.0, old_target = y[slot];
       f_lin[slot] = mean[slot];
       set_pseudo_observation(slot);
@@ -745,8 +749,10 @@ struct SuccessGP::Impl {
     }
     if (fast) apply_terms(rows_b.data(), terms.data(), static_cast<int64_t>(terms.size()));
     terms.clear();
-    ex_valid = false;
-    fa_valid = false;
+    if (changed) {
+      ex_valid = false;
+      fa_valid = false;
+    }
   }
 
   // ---- fast engine --------------------------------------------------------------------
@@ -1130,6 +1136,7 @@ struct SuccessGP::Impl {
     ex_valid = true;
   }
 
+  // var may be null: the mean alone skips the triangular solve.
   void predict_exact(int64_t count, const double* x, const double* xs, double* mean, double* var) {
     const int64_t n = size;
     if (!ex_valid) factor_exact();
@@ -1141,13 +1148,14 @@ struct SuccessGP::Impl {
       kq.noalias() = ConstRowMap(x + begin * d, rows, d) * ConstRowMap(emb.data(), n, d).transpose();
       gram_to_kernel(kb, rows, n, xs + begin, sqn.data(), cfg.signal_var, ell);
       VecMap(mean + begin, rows).noalias() = kq * ConstVecMap(ex_alpha.data(), n);
+      if (!var) return;
       ColMap v(kb, n, rows);  // the same buffer read as K_*^T
       v.array().colwise() *= ConstVecMap(ex_sqrt_tau.data(), n).array();
       ColMap(ex_chol.data(), n, n).triangularView<Eigen::Lower>().solveInPlace(v);
     });
     for (int64_t i = 0; i < count; ++i) {
       mean[i] += ex_mu0;
-      var[i] = std::max(0.0, cfg.signal_var - sum_squares(k + i * n, n));
+      if (var) var[i] = std::max(0.0, cfg.signal_var - sum_squares(k + i * n, n));
     }
   }
 

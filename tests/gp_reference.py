@@ -74,6 +74,8 @@ class ReferenceGP:
         self.store: OrderedDict[int, list] = OrderedDict()
 
     def observe(self, keys, embeddings, successes, trials):
+        if self.noise == "laplace" and len(keys) and self.store:  # as the core: no rows, no Newton step
+            self.relinearise()
         new_key_linearisation = self.prior_mean()
         merged: dict[int, list] = {}
         for key, x, k, n in zip(np.asarray(keys).tolist(), normalise(embeddings), successes, trials):
@@ -90,11 +92,10 @@ class ReferenceGP:
             elif len(self.store) == self.capacity:
                 self.store.popitem(last=False)
             self.store[key] = [x, k, n, self.step, linearisation]
-        if self.noise == "laplace" and merged and self.store:  # as the core: no rows, no Newton step
-            self.relinearise()
 
     def relinearise(self):
-        """One Newton step: sites more than the tolerance from the posterior mean move to it."""
+        """One Newton step, taken before a batch is added: sites more than the tolerance from the
+        posterior mean move to it."""
         entries = list(self.store.values())
         mean, _ = self.predict_latent(np.array([entry[0] for entry in entries]))
         for entry, f in zip(entries, mean):

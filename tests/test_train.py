@@ -14,7 +14,8 @@ pytest.importorskip("yaml")
 from vipfast.cli import main  # noqa: E402
 from vipfast.train import Trainer, load_config  # noqa: E402
 from vipfast.train.loss import pack_sequences, policy_gradient_loss, response_logprobs  # noqa: E402
-from vipfast.train.task import ARITHMETIC_LEVELS, arithmetic_task, exact_match  # noqa: E402
+from vipfast.train.task import (  # noqa: E402
+    ARITHMETIC_LEVELS, REVERSED_ANSWER_MARK, arithmetic_problems, arithmetic_task, exact_match, training_problems)
 from vipfast.train.trainer import batch_statistics  # noqa: E402
 
 # A small, fast run: tiny model, short warm start, few prompts. Shared by the end-to-end tests.
@@ -50,6 +51,8 @@ def tiny_config(run_dir, **overrides):
     ({"model.kind": "path", "model.path": "/nonexistent"}, "model.path must be a local Hugging Face model directory"),
     ({"optim.epochs": 2}, "optim.epochs must be 1 unless optim.clip_eps is set"),
     ({"optim": 3}, "optim must be a mapping"),
+    ({"task.train_size": 10**6}, "task.train_size must be <= 32000 for arithmetic"),
+    ({"task.eval_size": 10**5}, "task.eval_size must be <= 8000 for arithmetic"),
 ], ids=lambda v: next(iter(v)) if isinstance(v, dict) else None)
 def test_bad_config_names_the_key(overrides, message):
     with pytest.raises(ValueError) as error:
@@ -82,13 +85,23 @@ def test_arithmetic_task_answers_are_right_and_splits_disjoint():
     assert len(task.train) == 300 and len(task.held_out) == 200
     assert not {p for p, _ in task.train} & {p for p, _ in task.held_out}
     for prompt, answer in task.train + task.held_out:
-        assert prompt.endswith("=") and int(answer) == eval(prompt[:-1])  # noqa: S307 - digits and + - * only
+        # Least-significant digit first, announced by the mark: "47+38=r" -> "58".
+        assert prompt.endswith("=" + REVERSED_ANSWER_MARK)
+        assert int(answer[::-1]) == eval(prompt[:-2])  # noqa: S307 - digits and + - * only
     operators = {next(op for op in "+-*" if op in p[1:]) for p, _ in task.train}
     assert operators == {op for op, _, _ in ARITHMETIC_LEVELS}
-    # A random split: the held-out set is not left short of the easy levels (few distinct problems).
-    one_digit = [sum(len(p) == 4 for p, _ in part) / len(part) for part in (task.train, task.held_out)]
+    # Both sets sample the same distribution: the held-out set is not left short of the easy levels.
+    one_digit = [sum(len(p) == 5 for p, _ in part) / len(part) for part in (task.train, task.held_out)]
     assert one_digit[1] > 0.5 * one_digit[0] > 0
-    assert exact_match([" 12", "13", ""], ["12", "12", "0"]).tolist() == [1.0, 0.0, 0.0]
+    assert exact_match([" 21", "12", ""], ["21", "21", "0"]).tolist() == [1.0, 0.0, 0.0]
+
+
+def test_warm_start_never_sees_a_held_out_problem():
+    held_out = {p for p, _ in arithmetic_task(load_config().task).held_out}
+    warm_start = {p for p, _ in training_problems(20_000, np.random.default_rng(0))}
+    assert len(warm_start) > 5000 and not warm_start & held_out
+    # Not vacuous: unfiltered draws do hit the held-out set.
+    assert {p for p, _ in arithmetic_problems(20_000, np.random.default_rng(0))} & held_out
 
 
 def test_math_verify_accepts_equivalent_forms():
@@ -205,6 +218,16 @@ def test_hf_end_to_end_through_the_cli(tmp_path, capsys):
     assert (run_dir / "curves.png").stat().st_size > 10_000
     assert main(["plot", str(run_dir), "--output", str(tmp_path / "again.png")]) == 0
     assert (tmp_path / "again.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_accuracy_label_says_what_was_measured(tmp_path):
+    from vipfast.train.plot import _run_accuracy_label, accuracy_label
+
+    assert accuracy_label(0, 1.0) == "held-out accuracy (greedy)"
+    assert accuracy_label(8, 0.7) == "held-out accuracy (8 samples/prompt, T=0.7)"
+    config = tiny_config(tmp_path / "run", **{"eval_samples": 3, "generation.temperature": 1.5})
+    Trainer(config)  # writes the run's config.yaml
+    assert _run_accuracy_label(tmp_path / "run") == "held-out accuracy (3 samples/prompt, T=1.5)"
 
 
 def test_backend_falls_back_to_hf_with_a_warning(monkeypatch):

@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from .config import load_config, validate
-from .plot import read_metrics, time_summary
+from .plot import accuracy_label, read_metrics, time_summary
 
 
 def arm_configs(config_path, overrides, allocators, seeds, out_dir) -> dict:
@@ -46,8 +46,7 @@ def run_comparison(config_path, overrides, *, allocators, seeds, out_dir) -> dic
         Trainer(config).run()
     summary = summarise({arm: read_metrics(config.run_dir) for arm, config in arms.items()}, allocators)
     first = next(iter(arms.values()))
-    summary["accuracy_label"] = ("held-out accuracy (greedy)" if first.eval_samples == 0 else
-                                 f"held-out accuracy ({first.eval_samples} samples/prompt, T={first.generation.temperature:g})")
+    summary["accuracy_label"] = accuracy_label(first.eval_samples, first.generation.temperature)
     summary["command"] = "vipfast " + " ".join(shlex.quote(a) for a in sys.argv[1:]) if sys.argv[1:] else "vipfast compare"
     out = Path(out_dir)
     (out / "summary.json").write_text(json.dumps(summary, indent=1))

@@ -22,11 +22,11 @@ import torch
 from tqdm import tqdm
 
 from .config import ModelConfig
-from .task import arithmetic_problems
+from .task import REVERSED_ANSWER_MARK, training_problems
 
 SPECIAL_TOKENS = ("<pad>", "<s>", "</s>", "<unk>")
-CHARACTERS = "0123456789+-*= "
-WARM_START_VERSION = 1  # bump when the warm-start recipe changes, so old caches are not reused
+CHARACTERS = "0123456789+-*= " + REVERSED_ANSWER_MARK
+WARM_START_VERSION = 2  # bump when the warm-start recipe changes, so old caches are not reused
 
 
 def cache_dir() -> Path:
@@ -94,13 +94,14 @@ def _warm_start_into(directory: Path, config: ModelConfig) -> None:
 
 
 def supervised_warm_start(model, tokenizer, config: ModelConfig) -> None:
-    """Next-token loss on answer tokens of random problems (prompt tokens are context only)."""
+    """Next-token loss on answer tokens of random problems (prompt tokens are context only), none of
+    them a possible held-out problem, so held-out accuracy measures what the policy can compute."""
     rng = np.random.default_rng(0x5F7)
     optimizer = torch.optim.AdamW(model.parameters(), lr=config.warmup_lr, weight_decay=0.0)
     schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: 1 - step / max(config.warmup_steps, 1))
     model.train()
     for _ in tqdm(range(config.warmup_steps), desc="warm start (supervised)", unit="step", file=sys.stderr):
-        problems = arithmetic_problems(config.warmup_batch, rng)
+        problems = training_problems(config.warmup_batch, rng)
         batch = encode_pairs(tokenizer, [p for p, _ in problems], [a for _, a in problems])
         logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
         loss = torch.nn.functional.cross_entropy(logits[:, :-1].flatten(0, 1), batch["labels"][:, 1:].flatten(),

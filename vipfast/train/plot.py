@@ -15,6 +15,23 @@ def read_metrics(run_dir) -> list[dict]:
     return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
 
 
+def accuracy_label(eval_samples: int, temperature: float) -> str:
+    """What the held-out accuracy of a run with these settings measures."""
+    if eval_samples == 0:
+        return "held-out accuracy (greedy)"
+    return f"held-out accuracy ({eval_samples} samples/prompt, T={temperature:g})"
+
+
+def _run_accuracy_label(run_dir) -> str:
+    import yaml
+
+    path = Path(run_dir) / "config.yaml"
+    if not path.is_file():
+        return "held-out accuracy"
+    saved = yaml.safe_load(path.read_text())
+    return accuracy_label(saved["eval_samples"], saved["generation"]["temperature"])
+
+
 def plot_run(run_dir, output=None) -> Path:
     """One PNG with four panels: held-out accuracy and training reward vs rollouts, wasted
     rollouts per step, and where each step's time went."""
@@ -29,7 +46,7 @@ def plot_run(run_dir, output=None) -> Path:
     figure, axes = plt.subplots(2, 2, figsize=(11, 7))
     ax = axes[0, 0]
     ax.plot([r["rollouts"] for r in evals], [r["held_out_accuracy"] for r in evals], marker="o")
-    ax.set(xlabel="rollouts consumed", ylabel="held-out accuracy (greedy)", title="held-out accuracy")
+    ax.set(xlabel="rollouts consumed", ylabel=_run_accuracy_label(run_dir), title="held-out accuracy")
     ax = axes[0, 1]
     ax.plot([r["rollouts"] for r in steps], [r["reward_mean"] for r in steps], label="reward (mean)")
     ax.plot([r["rollouts"] for r in steps], [r["solve_rate"] for r in steps], label="solve rate (≥1 correct)")

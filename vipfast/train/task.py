@@ -1,8 +1,13 @@
 """Verifiable tasks: prompts with reference answers, and a verifier that scores completions 0/1.
 
 - `arithmetic_task`: the embedded default. Integer arithmetic at a spread of difficulties (one-digit
-  sums up to two-by-two-digit products), so a partly trained policy solves some prompts always,
-  some never and some sometimes: the population VIP is for. Prompt `"47+38="`, answer `"85"`.
+  sums up to two-digit-by-one-digit products), so a partly trained policy solves some prompts always,
+  some never and some sometimes: the population VIP is for. The answer is written least-significant
+  digit first, which the prompt's trailing `r` announces: prompt `"47+38=r"`, answer `"58"` (85).
+  Each answer digit then depends only on the operand digits at its place and the carry from the
+  digit just written, an algorithm a tiny transformer can learn and RL can sharpen; written
+  most-significant digit first, the first digit needs every carry at once, and RL on it did not
+  raise held-out accuracy (RESULTS.md).
 - `dataset_task`: local JSONL / Parquet through `datasets`, question/answer fields configurable.
 - verifiers: "exact" (string match after stripping) and "math" (math-verify: parses both sides,
   so `0.5`, `\\frac{1}{2}` and `\\boxed{1/2}` match).
@@ -10,6 +15,7 @@
 
 from __future__ import annotations
 
+import zlib
 from dataclasses import dataclass
 
 import numpy as np
@@ -19,6 +25,12 @@ from .config import TaskConfig
 # (operator, digits of the first operand, digits of the second): roughly easiest first.
 ARITHMETIC_LEVELS = (("+", 1, 1), ("-", 1, 1), ("+", 2, 1), ("+", 2, 2), ("-", 2, 2), ("*", 1, 1),
                      ("+", 3, 2), ("*", 2, 1))
+
+
+REVERSED_ANSWER_MARK = "r"
+# One problem in HELD_OUT_SHARE, chosen by a hash of its prompt, is reserved for evaluation: neither
+# the supervised warm start nor RL ever trains on it, whatever the task sizes.
+HELD_OUT_SHARE = 5
 
 
 @dataclass
@@ -38,27 +50,38 @@ def arithmetic_problems(count: int, rng: np.random.Generator) -> list[tuple[str,
         if op == "-" and b > a:
             a, b = b, a
         value = a + b if op == "+" else a - b if op == "-" else a * b
-        problems.append((f"{a}{op}{b}=", str(value)))
+        problems.append((f"{a}{op}{b}={REVERSED_ANSWER_MARK}", str(value)[::-1]))
     return problems
 
 
+def is_held_out(prompt: str) -> bool:
+    return zlib.crc32(prompt.encode()) % HELD_OUT_SHARE == 0
+
+
+def training_problems(count: int, rng: np.random.Generator) -> list[tuple[str, str]]:
+    """`count` problems none of which can ever be in a held-out set (the supervised warm start's data)."""
+    problems = []
+    while len(problems) < count:
+        problems += [p for p in arithmetic_problems(count, rng) if not is_held_out(p[0])]
+    return problems[:count]
+
+
 def arithmetic_task(config: TaskConfig) -> Task:
-    """Distinct problems, split at random into the training pool and the held-out set, so both are
-    samples of the same distribution (filling the pool first would leave the held-out set short of
-    the easy levels, whose few distinct problems the pool takes). The split is fixed (not the run's
-    seed), so runs of different seeds and allocators train on the same pool and are scored on the
-    same held-out set."""
+    """Distinct problems from one stream, each going to the held-out set or the training pool by
+    `is_held_out`, so both sets are samples of the same distribution (the easy levels, with few
+    distinct problems, are not left to one side) and never share a problem with each other or with
+    the warm start. The problems are fixed (not the run's seed), so runs of different seeds and
+    allocators train on the same pool and are scored on the same held-out set."""
     rng = np.random.default_rng(0xA817)
-    total = config.train_size + config.eval_size
-    seen, problems = set(), []
-    while len(problems) < total:
+    seen, train, held_out = set(), [], []
+    while len(train) < config.train_size or len(held_out) < config.eval_size:
         for prompt, answer in arithmetic_problems(256, rng):
-            if prompt not in seen and len(problems) < total:
-                seen.add(prompt)
-                problems.append((prompt, answer))
-    order = rng.permutation(total)
-    held_out = [problems[i] for i in order[:config.eval_size]]
-    train = [problems[i] for i in order[config.eval_size:]]
+            if prompt in seen:
+                continue
+            seen.add(prompt)
+            part, size = (held_out, config.eval_size) if is_held_out(prompt) else (train, config.train_size)
+            if len(part) < size:
+                part.append((prompt, answer))
     return Task(train=train, held_out=held_out, verify=exact_match)
 
 
