@@ -32,7 +32,7 @@ def rbf(a, b, lengthscale, signal_var):
 
 
 LAPLACE_TRUST_REGION = 2.0  # standard errors of the binomial target the linearisation point may stray
-RELINEARISATION_TOLERANCE = 0.25  # logits between a site's linearisation point and the mean it is kept at
+RELINEARISATION_TOLERANCE = 0.5  # logits between a site's linearisation point and the mean it is kept at
 
 
 def pseudo_observation(k, n, noise="binomial", jitter=0.0, clip=0.01, linearisation=None):

@@ -259,6 +259,21 @@ def test_resume_from_checkpoint_takes_the_same_next_step(tmp_path):
         assert torch.equal(tensor, policy_a[name]), name
 
 
+def test_allocator_learns_within_the_step_and_its_errors_surface(tmp_path):
+    trainer = Trainer(tiny_config(tmp_path / "run"))
+    row = trainer.train_step()
+    # The update ran on the worker thread, yet it is done when the step returns.
+    assert trainer.allocator.gp.num_stored == TINY["allocator.prompts_per_step"]
+    assert row["time_s"]["allocate"] > 0
+
+    def reject(*args):
+        raise ValueError("rewards rejected by the allocator")
+
+    trainer.allocator.update = reject
+    with pytest.raises(ValueError, match="rewards rejected by the allocator"):
+        trainer.train_step()
+
+
 def test_resume_refuses_a_different_config(tmp_path):
     Trainer(tiny_config(tmp_path / "run", steps=1)).run()
     with pytest.raises(ValueError, match="'optim' was"):
@@ -307,6 +322,12 @@ def test_compare_runs_every_arm_at_equal_rollouts(tmp_path, capsys):
     assert summary["reference_final_mean"] == pytest.approx(np.mean(curves["uniform"]["final"]))
     assert all(len(c["per_seed"]) == 2 and len(c["rollouts_to_reference_final_per_seed"]) == 2
                for c in curves.values())
+    uniform, vip = (np.array(curves[name]["per_seed"], dtype=np.float64) for name in ("uniform", "vipfast"))
+    np.testing.assert_allclose(curves["vipfast"]["paired_difference"], (vip[:, 1:] - uniform[:, 1:]).mean(1))
+    assert curves["uniform"]["paired_difference"] == [0.0, 0.0]
+    mean = uniform.mean(0)  # stretched by 1/0.8: evaluation points 30, 60 read the curve at 37.5, 75 (flat past 60)
+    stretched = [mean[1] + (mean[2] - mean[1]) * 7.5 / 30, mean[2]]
+    assert summary["saving_shift"] == pytest.approx(np.mean(np.array(stretched) - mean[1:]))
     assert "| uniform | 2 |" in (out / "summary.md").read_text()
     assert (out / "accuracy.png").read_bytes()[:4] == b"\x89PNG"
     assert rollouts_to_reach([0, 10, 20], [0.1, 0.3, 0.5], 0.4) == pytest.approx(15.0)

@@ -207,10 +207,12 @@ class LastRatePredictor:
 
 # GP settings per preset. "vipfast" departs from DESIGN.md section 3's pseudo-observation: Laplace
 # sites pool the counts of neighbouring prompts, and the wider prior lets a prompt that never (or
-# always) succeeds reach p ~ 0.001 (docs/success_gp.md, "Laplace sites"). "paper" reproduces the
-# published VIP code's predictor (docs/allocator.md).
+# always) succeeds reach p ~ 0.001 (docs/success_gp.md, "Laplace sites"). It runs the fast engine
+# from the first step: that is exact while at most num_inducing keys are stored, and auto mode's
+# exact engine between num_inducing and 1024 keys cost up to 130 ms per step in the default
+# training run (docs/allocator.md). "paper" reproduces the published VIP code's predictor.
 PRESETS = {
-    "vipfast": dict(gp=dict(noise="laplace", signal_var=16.0), weights="expected"),
+    "vipfast": dict(gp=dict(noise="laplace", signal_var=16.0, mode="fast"), weights="expected"),
     "paper": dict(gp=dict(lengthscale=0.27, prior_mean=-5.0, noise="fixed", jitter=1e-4, proba="plugin",
                           forgetting=PAPER_FORGETTING), weights="plugin"),
     "knapsack": dict(gp=None, weights="plugin"),

@@ -97,7 +97,7 @@ def train(args) -> int:
         print(f"held-out accuracy {evals[0]:.3f} -> {evals[-1]:.3f}")
     if times:
         split = ", ".join(f"{phase} {seconds * 1e3:.0f} ms" for phase, seconds in times.items() if phase != "allocator_overhead")
-        print(f"median step: {split}; allocator overhead {100 * times['allocator_overhead']:.2f}% of step time")
+        print(f"median step: {split}; allocator overhead {100 * times['allocator_overhead']:.2f}% of the run's step time")
     print(f"run directory {config.run_dir} (metrics.jsonl, checkpoint/, curves {plot_run(config.run_dir)})")
     return 0
 

@@ -90,8 +90,36 @@ def summarise(metrics: dict, allocators) -> dict:
             rollouts_to_reach(curve["rollouts"], seed_curve, target) if improved else None
             for seed_curve in curve["per_seed"]]
         curve["fraction_of_reference_rollouts"] = None if reached is None else reached / total
+        curve["paired_difference"] = paired_difference(curve, curves[reference])
     return dict(reference=reference, reference_final_mean=target, reference_rollouts=total,
-                reference_improved=bool(improved), curves=curves)
+                reference_improved=bool(improved), curves=curves,
+                saving_shift=shift_for_saving(curves[reference], SAVING_FRACTION))
+
+
+# The issue's goal: the reference's final accuracy with this fraction of its rollouts.
+SAVING_FRACTION = 0.8
+
+
+def paired_difference(curve: dict, reference: dict) -> list[float]:
+    """Per seed: this curve minus the reference's of the same seed, averaged over the evaluations
+    after the start. Seeds are paired because they share prompts, samples and evaluation draws, so
+    the difference cancels most of what makes single curves noisy."""
+    length = min(len(curve["rollouts"]), len(reference["rollouts"]))
+    mine, theirs = np.array(curve["per_seed"])[:, 1:length], np.array(reference["per_seed"])[:, 1:length]
+    if mine.shape != theirs.shape or mine.shape[1] == 0:
+        return []
+    return (mine - theirs).mean(1).tolist()
+
+
+def shift_for_saving(reference: dict, fraction: float) -> float | None:
+    """The paired difference an allocator would show if it reached every accuracy of the reference's
+    mean curve with `fraction` of the rollouts: that curve stretched by 1/fraction, held flat past
+    its end (so the shift is, if anything, understated), minus the curve, over the same evaluations."""
+    rollouts, mean = np.array(reference["rollouts"], dtype=float), np.array(reference["mean"])
+    if len(rollouts) < 2:
+        return None
+    faster = np.interp(rollouts / fraction, rollouts, mean)
+    return float((faster - mean)[1:].mean())
 
 
 def rollouts_to_reach(rollouts, accuracy, target) -> float | None:
@@ -113,8 +141,8 @@ def summary_markdown(summary: dict) -> str:
     if not summary["reference_improved"]:
         lines += [f"{reference} did not improve on its starting accuracy, so 'to reach' is not measured.", ""]
     lines += ["| allocator | seeds | start | final accuracy | gain (final − start) | to reach (mean curve) | fraction of rollouts "
-              "| to reach, per seed | wasted rollouts | step time | allocator share |",
-              "|---|---|---|---|---|---|---|---|---|---|---|"]
+              f"| to reach, per seed | Δ vs {reference}, paired (± s.e.) | wasted rollouts | step time | allocator share |",
+              "|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for name, c in summary["curves"].items():
         reached = "—" if c["rollouts_to_reference_final"] is None else f"{c['rollouts_to_reference_final']:.0f}"
         fraction = "—" if c["fraction_of_reference_rollouts"] is None else f"{100 * c['fraction_of_reference_rollouts']:.0f}%"
@@ -123,9 +151,22 @@ def summary_markdown(summary: dict) -> str:
         gain = np.array(c.get("gain", [c["mean"][-1] - c["mean"][0]]))
         gain_text = f"{gain.mean():+.3f} ± {gain.std(ddof=1) if len(gain) > 1 else 0:.3f}"
         lines.append(f"| {name} | {c['seeds']} | {c['mean'][0]:.3f} | {c['mean'][-1]:.3f} ± {c['std'][-1]:.3f} | {gain_text} | "
-                     f"{reached} | {fraction} | {per_seed or '—'} | {100 * c['wasted_fraction']:.0f}% | {c['step_seconds']:.2f} s | {overhead} |")
+                     f"{reached} | {fraction} | {per_seed or '—'} | {paired_text(c.get('paired_difference', []))} | "
+                     f"{100 * c['wasted_fraction']:.0f}% | {c['step_seconds']:.2f} s | {overhead} |")
+    if summary.get("saving_shift") is not None:
+        lines += ["", f"'Δ, paired' = per seed, mean over the evaluations after the start of (allocator − {reference}); "
+                  f"mean ± standard error over seeds. Reaching every accuracy of {reference}'s mean curve with "
+                  f"{100 * SAVING_FRACTION:.0f}% of its rollouts would show as Δ ≈ {summary['saving_shift']:+.4f}. "
+                  "Allocator share = total allocate time ÷ total step time."]
     lines += ["", f"Command: `{summary['command']}`" if "command" in summary else ""]
     return "\n".join(lines) + "\n"
+
+
+def paired_text(differences: list[float]) -> str:
+    if len(differences) < 2:
+        return "—"
+    d = np.array(differences)
+    return f"{d.mean():+.4f} ± {d.std(ddof=1) / np.sqrt(len(d)):.4f}"
 
 
 def plot_comparison(summary: dict, path) -> None:

@@ -72,12 +72,16 @@ def plot_run(run_dir, output=None) -> Path:
 
 
 def time_summary(rows: list[dict]) -> dict:
-    """Median seconds per phase and the allocator's share of step time, over the run's steps."""
+    """Median seconds per phase, and the allocator's share of the run's total step time.
+
+    The share is a ratio of totals, not a median of per-step shares: a median would hide the
+    steps where the GP rebuilds or still runs on a growing store."""
     import statistics
 
     steps = [r for r in rows if "time_s" in r]
     if not steps:
         return {}
     summary = {phase: statistics.median(r["time_s"][phase] for r in steps) for phase in TIMED_PHASES}
-    summary["allocator_overhead"] = statistics.median(r["allocator_overhead"] for r in steps)
+    total = sum(sum(r["time_s"].values()) for r in steps)
+    summary["allocator_overhead"] = sum(r["time_s"]["allocate"] for r in steps) / total if total > 0 else 0.0
     return summary

@@ -16,6 +16,7 @@ import os
 import shutil
 import sys
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -65,6 +66,7 @@ class Trainer:
         self.generator = make_generator(self.backend, model=self.model, tokenizer=self.tokenizer, model_dir=start_dir,
                                         config=config.generation, seed=config.seed, device=self.device,
                                         max_model_len=longest_prompt + config.generation.max_new_tokens)
+        self._learner = ThreadPoolExecutor(max_workers=1, thread_name_prefix="vipfast-allocator")
         self.step, self.rollouts = 0, 0
         if resuming:
             self._load_checkpoint()
@@ -102,13 +104,19 @@ class Trainer:
         with timer("reward"):
             references = [self.task.train[i][1] for i, n in zip(chosen, counts.tolist()) for _ in range(n)]
             rewards = self.task.verify(rollouts.texts, references)
+        # The allocator learns from this step's rewards while torch updates the policy: neither
+        # reads what the other writes, and the GP's native code runs without the GIL. Only the
+        # wait for it, if any, is allocator time; it ends within the step, so checkpoints and
+        # the next plan see the same allocator state as a sequential run.
+        with timer("allocate"):
+            learning = self._learner.submit(self.allocator.update, prompts, rewards, counts)
         with timer("update"):
             prompt_ids = [self.train_ids[i] for i, n in zip(chosen, counts.tolist()) for _ in range(n)]
             update = self.policy_update(prompt_ids, rollouts.response_ids, rewards, counts)
         with timer("sync"):
             self.generator.sync(self.model)
         with timer("allocate"):
-            self.allocator.update(prompts, rewards, counts)
+            learning.result()
         self.step += 1
         self.rollouts += int(counts.sum())
         return dict(step=self.step, rollouts=self.rollouts, **batch_statistics(rewards, counts, rollouts.response_ids),
