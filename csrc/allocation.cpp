@@ -1,4 +1,5 @@
 #include "vipfast/allocation.hpp"
+#include "vipfast/fail.hpp"
 
 #include <algorithm>
 #include <cmath>
@@ -12,14 +13,6 @@ namespace vipfast {
 namespace {
 
 constexpr double kInf = std::numeric_limits<double>::infinity();
-
-template <class... Parts>
-[[noreturn]] void fail(const Parts&... parts) {
-  std::ostringstream message;
-  message.precision(17);
-  (message << ... << parts);
-  throw std::invalid_argument(message.str());
-}
 
 // ---------------------------------------------------------------------------------------
 // Validation

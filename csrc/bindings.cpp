@@ -137,7 +137,7 @@ std::unique_ptr<SuccessGP> make_success_gp(int64_t dim, std::optional<double> le
                                            std::optional<double> prior_mean, double forgetting, int64_t capacity,
                                            const std::string& mode, const std::string& noise, double jitter,
                                            double clip, const std::string& proba, int64_t num_inducing,
-                                           int64_t auto_exact_max) {
+                                           int64_t auto_exact_max, int64_t calibration_window) {
   vipfast::SuccessGPConfig config;
   config.dim = dim;
   if (lengthscale) {
@@ -156,6 +156,7 @@ std::unique_ptr<SuccessGP> make_success_gp(int64_t dim, std::optional<double> le
   config.proba = vipfast::parse_proba_method(proba);
   config.num_inducing = num_inducing;
   config.auto_exact_max = auto_exact_max;
+  config.calibration_window = calibration_window;
   return std::make_unique<SuccessGP>(config);
 }
 
@@ -295,7 +296,7 @@ void bind_success_gp(py::module_& m) {
       .def(py::init(&make_success_gp), py::arg("dim"), py::arg("lengthscale").none(true), py::arg("signal_var"),
            py::arg("prior_mean").none(true), py::arg("forgetting"), py::arg("capacity"), py::arg("mode"),
            py::arg("noise"), py::arg("jitter"), py::arg("clip"), py::arg("proba"), py::arg("num_inducing"),
-           py::arg("auto_exact_max"))
+           py::arg("auto_exact_max"), py::arg("calibration_window"))
       .def("observe", &gp_observe, py::arg("keys"), py::arg("embeddings"), py::arg("successes"), py::arg("trials"))
       .def("advance", [](SuccessGP& gp, int64_t steps) {
              py::gil_scoped_release release;
@@ -329,8 +330,10 @@ void bind_success_gp(py::module_& m) {
         out["proba"] = vipfast::proba_method_name(c.proba);
         out["num_inducing"] = c.num_inducing;
         out["auto_exact_max"] = c.auto_exact_max;
+        out["calibration_window"] = c.calibration_window;
         return out;
-      });
+      })
+      .def_property_readonly("calibration", &SuccessGP::calibration, "(offset, scale) of the recalibration map.");
   m.attr("SUCCESS_GP_STATE_VERSION") = vipfast::kSuccessGPStateVersion;
 }
 

@@ -1,4 +1,6 @@
 #include "vipfast/success_gp.hpp"
+#include "vipfast/calibration.hpp"
+#include "vipfast/fail.hpp"
 
 #include <Eigen/Cholesky>
 #include <Eigen/Core>
@@ -62,16 +64,10 @@ constexpr double kRelinearisationTolerance = 0.5;
 // Below this the kernel's -1/(2 l^2) overflows to -inf and 0 * inf turns K(x, x) into NaN; on unit
 // vectors (distances <= 2) no useful lengthscale is anywhere near it.
 constexpr double kMinLengthscale = 1e-100;
+// Recalibration keeps every outcome of its window: a bound keeps that memory bounded too.
+constexpr int64_t kMaxCalibrationWindow = 1000;
 constexpr int64_t kChunk = 1024;  // rows per block when (re)computing features of the stored set
 constexpr int64_t kMinSplitRows = 64;  // below 2x this, row blocks are not split across threads
-
-template <class... Parts>
-[[noreturn]] void fail(const Parts&... parts) {
-  std::ostringstream message;
-  message.precision(17);
-  (message << ... << parts);
-  throw std::invalid_argument(message.str());
-}
 
 // Grow-only scratch: buffers never shrink, so steady-state steps allocate nothing (fresh
 // multi-megabyte allocations page-fault on every call on this class of VM).
@@ -304,6 +300,8 @@ void validate_config(const SuccessGPConfig& c) {
   if (!(c.clip > 0 && c.clip < 0.5)) fail("clip must lie in (0, 0.5), got ", c.clip);
   if (c.num_inducing < 1 || c.num_inducing > 65536) fail("num_inducing must lie in [1, 65536], got ", c.num_inducing);
   if (c.auto_exact_max < 0) fail("auto_exact_max must be >= 0, got ", c.auto_exact_max);
+  if (c.calibration_window < 0 || c.calibration_window > kMaxCalibrationWindow)
+    fail("calibration_window must lie in [0, ", kMaxCalibrationWindow, "], got ", c.calibration_window);
 }
 
 void gauss_hermite_rule(double* nodes, double* weights) {
@@ -387,13 +385,20 @@ struct SuccessGP::Impl {
   double fa_mu0 = 0.0;
   bool fa_valid = false;
 
+  LogitCalibration calibration;
+  // The last prediction's rows and its posterior before the map: every caller plans, then
+  // observes the same rows, so the calibration record reuses it instead of predicting again.
+  std::vector<uint64_t> scored_keys;
+  std::vector<double> scored_emb, scored_mean, scored_var;
+  bool scored_valid = false;
+
   // Scratch (grow-only).
-  std::vector<double> xq, xq_sq, gram, rows_a, rows_b, rows_c, rows_d, vec_a, vec_b, vec_c, lin_mean;
+  std::vector<double> xq, xq_sq, gram, rows_a, rows_b, rows_c, rows_d, vec_a, vec_b, vec_c, lin_mean, cal_mean, cal_var;
   Eigen::MatrixXd s_half;  // second thread's share of a rank update
   std::vector<int64_t> ivec_a, ivec_b;
   std::unordered_map<uint64_t, int64_t> merge_index;
 
-  explicit Impl(const SuccessGPConfig& config) : cfg(config), d(config.dim) {
+  explicit Impl(const SuccessGPConfig& config) : cfg(config), d(config.dim), calibration(config.calibration_window) {
     if (cfg.lengthscale > 0) ell = cfg.lengthscale;
   }
 
@@ -593,6 +598,7 @@ struct SuccessGP::Impl {
         fail("successes[", i, "] = ", successes[i], " exceeds trials[", i, "] = ", trials[i]);
     }
     if (count == 0) return;
+    record_calibration(count, in_keys, embeddings, successes, trials);
     if (cfg.noise == NoiseModel::laplace) relinearise_stale_sites();
     double* x = grow(xq, count * d);
     double* xs = grow(xq_sq, count);
@@ -711,6 +717,24 @@ struct SuccessGP::Impl {
     }
     ex_valid = false;
     fa_valid = false;
+    scored_valid = false;
+  }
+
+  // Scores the prediction the model makes for these rows now, i.e. before their outcomes count:
+  // the one the plan that drew them saw, when nothing was observed in between.
+  void record_calibration(int64_t count, const uint64_t* in_keys, const double* embeddings, const double* successes,
+                          const int64_t* trials) {
+    if (!calibration.enabled()) return;
+    const auto n = static_cast<size_t>(count);
+    if (scored_valid && scored_keys.size() == n && std::equal(in_keys, in_keys + count, scored_keys.begin()) &&
+        same_row(embeddings, scored_emb.data(), count * d)) {
+      calibration.record(step, count, scored_mean.data(), scored_var.data(), successes, trials);
+      return;
+    }
+    double* mean = grow(cal_mean, count);
+    double* var = grow(cal_var, count);
+    predict_latent(count, in_keys, embeddings, mean, var);
+    calibration.record(step, count, mean, var, successes, trials);
   }
 
   // One Newton step of the Laplace approximation, taken at the start of each observe with the
@@ -1160,14 +1184,12 @@ struct SuccessGP::Impl {
     }
   }
 
-  void predict(int64_t count, const uint64_t* qkeys, const double* embeddings, const PredictOutputs& out) {
-    if (count < 0) fail("count must be >= 0, got ", count);
+  // The GP's own posterior of the logit at the rows (before recalibration).
+  void predict_latent(int64_t count, const uint64_t* qkeys, const double* embeddings, double* mean, double* var) {
     double* x = grow(xq, count * d);
     double* xs = grow(xq_sq, count);
     normalise_rows(embeddings, count, d, x, xs);
     if (count == 0) return;
-    double* mean = out.mean ? out.mean : grow(vec_b, count);
-    double* var = out.var ? out.var : grow(vec_c, count);
     if (size == 0) {
       const double mu0 = running_prior_mean();
       std::fill_n(mean, count, mu0);
@@ -1177,6 +1199,21 @@ struct SuccessGP::Impl {
     } else {
       predict_exact(count, x, xs, mean, var);
     }
+  }
+
+  void predict(int64_t count, const uint64_t* qkeys, const double* embeddings, const PredictOutputs& out) {
+    if (count < 0) fail("count must be >= 0, got ", count);
+    double* mean = out.mean ? out.mean : grow(vec_b, count);
+    double* var = out.var ? out.var : grow(vec_c, count);
+    predict_latent(count, qkeys, embeddings, mean, var);
+    if (calibration.enabled()) {
+      scored_keys.assign(qkeys, qkeys + count);
+      scored_emb.assign(embeddings, embeddings + count * d);
+      scored_mean.assign(mean, mean + count);
+      scored_var.assign(var, var + count);
+      scored_valid = true;
+    }
+    calibration.apply(count, mean, var);
     for (int64_t i = 0; i < count; ++i) {
       if (out.proba) {
         const double f = cfg.proba == ProbaMethod::moderated ? mean[i] / std::sqrt(1.0 + kPi * var[i] / 8.0) : mean[i];
@@ -1205,6 +1242,7 @@ struct SuccessGP::Impl {
     }
     ex_valid = false;
     fa_valid = false;
+    scored_valid = false;
   }
 
   // ---- state --------------------------------------------------------------------------
@@ -1339,6 +1377,7 @@ GPState SuccessGP::Impl::state() const {
   s["proba"] = text_value(proba_method_name(cfg.proba));
   s["num_inducing"] = int_value(cfg.num_inducing);
   s["auto_exact_max"] = int_value(cfg.auto_exact_max);
+  s["calibration_window"] = int_value(cfg.calibration_window);
 
   s["step"] = int_value(step);
   s["seq_counter"] = int_value(static_cast<int64_t>(seq_counter));
@@ -1369,6 +1408,21 @@ GPState SuccessGP::Impl::state() const {
   s["cache_keys"] = array_value(cache_keys.data(), {cache_rows});
   s["cache_embeddings"] = array_value(cache_emb.data(), {cache_rows, d});
   s["cache_features"] = array_value(cache_phi.data(), {cache_rows, m});
+
+  s["calibration_offset"] = real_value(calibration.offset());
+  s["calibration_log_scale"] = real_value(calibration.log_scale());
+  const auto& records = calibration.records();
+  const auto r = static_cast<int64_t>(records.size());
+  std::vector<int64_t> record_steps(records.size());
+  std::vector<double> record_values(records.size() * 4);
+  for (size_t i = 0; i < records.size(); ++i) {
+    record_steps[i] = records[i].step;
+    const LogitCalibration::Record& record = records[i];
+    const double values[4] = {record.mean, record.var, record.successes, record.trials};
+    std::copy_n(values, 4, &record_values[i * 4]);
+  }
+  s["calibration_record_steps"] = array_value(record_steps.data(), {r});
+  s["calibration_records"] = array_value(record_values.data(), {r, 4});
   return s;
 }
 
@@ -1377,20 +1431,24 @@ std::unique_ptr<SuccessGP::Impl> SuccessGP::Impl::from_state(const GPState& stat
   auto version_it = state.find("format_version");
   if (version_it == state.end())
     fail("state has no 'format_version': it was not written by SuccessGP.state_dict()");
-  if (version_it->second.kind != StateValue::Kind::integer || version_it->second.integer != kSuccessGPStateVersion) {
+  const bool has_version = version_it->second.kind == StateValue::Kind::integer;
+  const int64_t version = has_version ? version_it->second.integer : 0;
+  if (version != 1 && version != kSuccessGPStateVersion) {
     std::ostringstream got;
     if (version_it->second.kind == StateValue::Kind::integer) got << version_it->second.integer;
     else got << "(" << kind_name(version_it->second.kind) << ")";
     fail("state format_version ", got.str(), " is not supported: vipfast ", VIPFAST_VERSION,
-         " reads SuccessGP state format_version ", kSuccessGPStateVersion);
+         " reads SuccessGP state format_versions 1 and ", kSuccessGPStateVersion);
   }
+  const bool calibrated = version >= 2;
   r.reject_unknown({"format_version", "dim", "lengthscale_fixed", "signal_var", "prior_mean_fixed", "prior_mean",
                     "forgetting", "capacity", "mode", "noise", "jitter", "clip", "proba", "num_inducing",
                     "auto_exact_max", "step", "seq_counter", "lengthscale", "lengthscale_provisional",
                     "lengthscale_count", "lengthscale_inserts", "keys", "embeddings", "successes", "trials",
                     "observed_step", "recency", "linearisation", "num_inducing_used", "inducing_points", "features", "information",
                     "information_targets", "information_weights", "coverage_reference", "coverage_average", "inducing_selected_at",
-                    "cache_keys", "cache_embeddings", "cache_features"});
+                    "cache_keys", "cache_embeddings", "cache_features", "calibration_window", "calibration_offset",
+                    "calibration_log_scale", "calibration_record_steps", "calibration_records"});
 
   SuccessGPConfig cfg;
   cfg.dim = r.integer("dim");
@@ -1407,6 +1465,7 @@ std::unique_ptr<SuccessGP::Impl> SuccessGP::Impl::from_state(const GPState& stat
   cfg.proba = parse_proba_method(r.text("proba"));
   cfg.num_inducing = r.integer("num_inducing");
   cfg.auto_exact_max = r.integer("auto_exact_max");
+  cfg.calibration_window = calibrated ? r.integer("calibration_window") : 0;
   validate_config(cfg);
   auto impl = std::make_unique<Impl>(cfg);
   Impl& g = *impl;
@@ -1524,6 +1583,18 @@ std::unique_ptr<SuccessGP::Impl> SuccessGP::Impl::from_state(const GPState& stat
     g.cache_phi = cache_phi;
     for (int64_t i = 0; i < rows; ++i) g.cache_index[g.cache_keys[i]] = i;
   }
+  if (calibrated) {
+    const StateValue& steps = r.get("calibration_record_steps", StateValue::Kind::integers);
+    if (steps.shape.size() != 1) fail("state['calibration_record_steps'] must be 1-D");
+    const int64_t count = steps.shape[0];
+    const auto& values = r.array<double>("calibration_records", {count, 4});
+    std::vector<LogitCalibration::Record> records(static_cast<size_t>(count));
+    for (int64_t i = 0; i < count; ++i) {
+      if (steps.integers[i] > g.step) fail("state['calibration_record_steps'][", i, "] = ", steps.integers[i], " is after step ", g.step);
+      records[i] = {steps.integers[i], values[i * 4], values[i * 4 + 1], values[i * 4 + 2], values[i * 4 + 3]};
+    }
+    g.calibration.restore(r.real("calibration_offset"), r.real("calibration_log_scale"), std::move(records));
+  }
   return impl;
 }
 
@@ -1600,6 +1671,12 @@ PseudoObservations SuccessGP::pseudo_observations() const {
   out.noise_var.resize(n);
   for (size_t i = 0; i < n; ++i) out.noise_var[i] = 1.0 / (g.tau[i] * g.decay(g.step - g.t_obs[i]));
   return out;
+}
+
+std::pair<double, double> SuccessGP::calibration() const {
+  std::lock_guard<std::mutex> lock(mutex_);
+  const LogitCalibration& c = impl_->calibration;
+  return {c.offset(), std::exp(c.log_scale())};
 }
 
 GPState SuccessGP::state() const {

@@ -24,6 +24,14 @@ def random_batch(rng, q, dim=16):
     return rng.integers(0, 2**63, size=q, dtype=np.uint64), embeddings
 
 
+def plan_and_learn(allocator, rng, keys, embeddings, steps, success_rate):
+    """`steps` rounds of plan + update on the same batch with Bernoulli(success_rate) rewards; the last counts."""
+    for _ in range(steps):
+        counts = allocator.plan(keys=keys, embeddings=embeddings)
+        allocator.update(keys, (rng.random(counts.sum()) < success_rate).astype(float), counts)
+    return counts
+
+
 @pytest.mark.parametrize("name", ALLOCATOR_NAMES)
 def test_every_allocator_respects_budget_and_bounds(name):
     rng = np.random.default_rng()
@@ -42,15 +50,34 @@ def test_resume_after_save_gives_identical_plans(name, tmp_path):
     rng = np.random.default_rng()
     allocator = build(name)
     keys, embeddings = random_batch(rng, 30)
-    for _ in range(3):
-        counts = allocator.plan(keys=keys, embeddings=embeddings)
-        allocator.update(keys, (rng.random(counts.sum()) < 0.3).astype(float), counts)
+    plan_and_learn(allocator, rng, keys, embeddings, steps=3, success_rate=0.3)
     path = tmp_path / "allocator.npz"
     allocator.save(path)
     restored = load_allocator(path)
     assert type(restored) is type(allocator)
     np.testing.assert_array_equal(restored.plan(keys=keys, embeddings=embeddings),
                                   allocator.plan(keys=keys, embeddings=embeddings))
+
+
+@pytest.mark.parametrize("name", ALLOCATOR_NAMES)
+def test_stats_report_the_last_plan_and_latency(name):
+    rng = np.random.default_rng()
+    allocator = build(name)
+    keys, embeddings = random_batch(rng, 20)
+    counts = plan_and_learn(allocator, rng, keys, embeddings, steps=2, success_rate=0.5)
+    stats = allocator.stats()
+    assert stats["name"] == name and stats["config"]["min_rollouts"] == 2
+    np.testing.assert_array_equal(stats["last_plan"]["counts"], counts)
+    np.testing.assert_array_equal(stats["last_plan"]["keys"], keys)
+    assert stats["last_plan"]["weights"].shape == (20,)
+    assert stats["latency_s"]["plan"] > 0 and stats["latency_s"]["update"] > 0
+    if name in ("vipfast", "paper"):
+        calibration = stats["calibration"]
+        assert np.isfinite(calibration["offset"]) and calibration["scale"] > 0
+        if name == "paper":  # the published predictor is not recalibrated
+            assert (calibration["offset"], calibration["scale"]) == (0.0, 1.0)
+    else:
+        assert "calibration" not in stats
 
 
 def test_fixed_total_budget():

@@ -227,6 +227,9 @@ def _two_process_worker(out_dir: str) -> None:
         step["advantages"] = advantages
     rank = trainer.accelerator.process_index
     pathlib.Path(out_dir, f"rank{rank}.json").write_text(json.dumps(steps))
+    # Left to interpreter exit, gloo's teardown aborted a rank now and then on a loaded machine
+    # ("terminate called without an active exception"): end the process group explicitly.
+    torch.distributed.destroy_process_group()
 
 
 if __name__ == "__main__":

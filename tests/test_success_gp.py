@@ -465,7 +465,7 @@ def test_state_rejects_a_foreign_format_clearly():
     gp = vipfast.SuccessGP(3)
     gp.observe([1], [[1, 0, 0]], [1], [2])
     state = gp.state_dict()
-    with pytest.raises(ValueError, match=r"format_version 99 is not supported: vipfast .* reads SuccessGP state format_version 1"):
+    with pytest.raises(ValueError, match=r"format_version 99 is not supported: vipfast .* reads SuccessGP state format_versions 1 and 2"):
         vipfast.SuccessGP.from_state_dict({**state, "format_version": 99})
     with pytest.raises(ValueError, match="no 'format_version'"):
         vipfast.SuccessGP.from_state_dict({k: v for k, v in state.items() if k != "format_version"})
@@ -654,7 +654,8 @@ def test_fuzz_the_public_api(data):
     mode = data.draw(st.sampled_from(["exact", "fast", "auto"]))
     gp = vipfast.SuccessGP(dim, mode=mode, num_inducing=data.draw(st.integers(1, 6)), capacity=data.draw(st.integers(1, 8)),
                            forgetting=data.draw(st.sampled_from([1.0, 0.5, 1e-300])), auto_exact_max=3,
-                           noise=data.draw(st.sampled_from(["binomial", "laplace"])))
+                           noise=data.draw(st.sampled_from(["binomial", "laplace"])),
+                           calibration_window=data.draw(st.integers(0, 3)))
     for _ in range(data.draw(st.integers(1, 4))):
         keys, embeddings, successes, trials = data.draw(batches(dim))
         try:
@@ -678,7 +679,7 @@ def test_fuzz_the_native_bindings(data):
     dim = data.draw(st.integers(1, 4))
     gp = _core.SuccessGP(dim, None, 1.0, None, 0.9, 5, data.draw(st.sampled_from(["exact", "fast"])),
                          data.draw(st.sampled_from(["binomial", "laplace"])),
-                         0.0, 0.01, "moderated", 3, 2)
+                         0.0, 0.01, "moderated", 3, 2, data.draw(st.integers(0, 2)))
     for _ in range(3):
         q = data.draw(st.integers(0, 5))
         keys = data.draw(hnp.arrays(data.draw(st.sampled_from([np.uint64, np.int64, np.float64])),
@@ -712,7 +713,7 @@ def corrupted(draw, state):
 @given(st.data())
 def test_fuzz_corrupted_states(data):
     gp = vipfast.SuccessGP(3, mode=data.draw(st.sampled_from(["exact", "fast"])), num_inducing=4, capacity=6,
-                           noise=data.draw(st.sampled_from(["binomial", "laplace"])))
+                           noise=data.draw(st.sampled_from(["binomial", "laplace"])), calibration_window=data.draw(st.integers(0, 2)))
     gp.observe([1, 2, 3, 4], np.array([[1, 0, 0], [0, 1, 0], [0, 0, 1], [1, 1, 0]]), [1, 2, 3, 0], [3, 3, 3, 3])
     gp.predict([5], [[1, 2, 3]])
     state = corrupted(data.draw, gp.state_dict())

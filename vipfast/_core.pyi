@@ -13,7 +13,7 @@ class SuccessGP:
     @staticmethod
     def from_state(state: dict) -> SuccessGP:
         ...
-    def __init__(self, dim: typing.SupportsInt | typing.SupportsIndex, lengthscale: typing.SupportsFloat | typing.SupportsIndex | None, signal_var: typing.SupportsFloat | typing.SupportsIndex, prior_mean: typing.SupportsFloat | typing.SupportsIndex | None, forgetting: typing.SupportsFloat | typing.SupportsIndex, capacity: typing.SupportsInt | typing.SupportsIndex, mode: str, noise: str, jitter: typing.SupportsFloat | typing.SupportsIndex, clip: typing.SupportsFloat | typing.SupportsIndex, proba: str, num_inducing: typing.SupportsInt | typing.SupportsIndex, auto_exact_max: typing.SupportsInt | typing.SupportsIndex) -> None:
+    def __init__(self, dim: typing.SupportsInt | typing.SupportsIndex, lengthscale: typing.SupportsFloat | typing.SupportsIndex | None, signal_var: typing.SupportsFloat | typing.SupportsIndex, prior_mean: typing.SupportsFloat | typing.SupportsIndex | None, forgetting: typing.SupportsFloat | typing.SupportsIndex, capacity: typing.SupportsInt | typing.SupportsIndex, mode: str, noise: str, jitter: typing.SupportsFloat | typing.SupportsIndex, clip: typing.SupportsFloat | typing.SupportsIndex, proba: str, num_inducing: typing.SupportsInt | typing.SupportsIndex, auto_exact_max: typing.SupportsInt | typing.SupportsIndex, calibration_window: typing.SupportsInt | typing.SupportsIndex) -> None:
         ...
     def advance(self, steps: typing.SupportsInt | typing.SupportsIndex) -> None:
         ...
@@ -30,6 +30,11 @@ class SuccessGP:
     @property
     def active_mode(self) -> str:
         ...
+    @property
+    def calibration(self) -> tuple[float, float]:
+        """
+        (offset, scale) of the recalibration map.
+        """
     @property
     def config(self) -> dict:
         ...
@@ -63,5 +68,5 @@ def allocation_objective(weights: typing.Annotated[numpy.typing.ArrayLike, numpy
     """
     sum_q w_q phi(n_q) for given counts.
     """
-SUCCESS_GP_STATE_VERSION: int = 1
+SUCCESS_GP_STATE_VERSION: int = 2
 __version__: str = '0.1.0'

@@ -212,7 +212,8 @@ class LastRatePredictor:
 # exact engine between num_inducing and 1024 keys cost up to 130 ms per step in the default
 # training run (docs/allocator.md). "paper" reproduces the published VIP code's predictor.
 PRESETS = {
-    "vipfast": dict(gp=dict(noise="laplace", signal_var=16.0, mode="fast"), weights="expected"),
+    "vipfast": dict(gp=dict(noise="laplace", signal_var=64.0, forgetting=0.99, mode="fast", calibration_window=10),
+                    weights="expected"),
     "paper": dict(gp=dict(lengthscale=0.27, prior_mean=-5.0, noise="fixed", jitter=1e-4, proba="plugin",
                           forgetting=PAPER_FORGETTING), weights="plugin"),
     "knapsack": dict(gp=None, weights="plugin"),
@@ -292,6 +293,13 @@ class VIPAllocator(_Allocator):
         p = prediction.proba
         weights = prediction.weight if PRESETS[self.preset]["weights"] == "expected" else p * (1 - p)
         return dict(p=p, weights=weights)
+
+    def stats(self) -> dict:
+        """Adds the GP's recalibration map (offset a, scale b of f -> a + b f) where a GP is in use."""
+        stats = super().stats()
+        if self.gp is not None:
+            stats["calibration"] = dict(zip(("offset", "scale"), self.gp.calibration))
+        return stats
 
     def solve(self, predicted: dict, budget: int) -> np.ndarray:
         if self.preset != "knapsack":

@@ -32,8 +32,8 @@ _INT64_MAX = 2**63 - 1
 class GPPrediction(NamedTuple):
     """Posterior summaries per prompt, each float64 [Q]."""
 
-    mean: np.ndarray    # posterior mean of the logit f
-    var: np.ndarray     # posterior variance of f
+    mean: np.ndarray    # posterior mean of the logit f (of a + b f when recalibrated)
+    var: np.ndarray     # posterior variance of f (b^2 var when recalibrated)
     proba: np.ndarray   # p-hat = E[sigmoid(f)] (moderated) or sigmoid(mean) (plugin)
     weight: np.ndarray  # E[sigmoid(f)(1 - sigmoid(f))], the allocation weight
 
@@ -113,13 +113,18 @@ class SuccessGP:
     clip: rate clipping of the "fixed" noise model.
     proba: "moderated" (sigmoid(mu / sqrt(1 + pi var / 8))) or "plugin" (sigmoid(mu), as VIP's code).
     num_inducing: inducing points of the fast mode.
+    calibration_window: 0 (off) or W > 0: recalibrate predictions by an affine map of the logit,
+        f -> a + b f, fitted by maximum likelihood to the outcomes of the last W steps' predictions
+        (each outcome scored against the prediction made before it was observed; weights
+        (1 - 1/W)^age). mean, var, p-hat and the weight are then those of the recalibrated logit.
+        docs/success_gp.md, "Recalibration".
     """
 
     __slots__ = ("_gp", "_version", "_last")
 
     def __init__(self, dim, *, lengthscale=None, signal_var=1.0, prior_mean=None, forgetting=0.95, capacity=4096,
                  mode="auto", noise="binomial", jitter=None, clip=0.01, proba="moderated", num_inducing=384,
-                 auto_exact_max=1024):
+                 auto_exact_max=1024, calibration_window=0):
         noise = _choice(noise, "noise", ("binomial", "fixed", "laplace"))
         if jitter is None:
             jitter = 1e-4 if noise == "fixed" else 0.0
@@ -138,6 +143,7 @@ class SuccessGP:
             _choice(proba, "proba", ("moderated", "plugin")),
             _integer(num_inducing, "num_inducing"),
             _integer(auto_exact_max, "auto_exact_max"),
+            _integer(calibration_window, "calibration_window"),
         )
 
     # -- training loop -------------------------------------------------------------------
@@ -225,6 +231,11 @@ class SuccessGP:
     @property
     def num_inducing_used(self) -> int:
         return self._gp.num_inducing_used
+
+    @property
+    def calibration(self) -> tuple[float, float]:
+        """(a, b) of the recalibration map f -> a + b f; (0, 1) while off or before any outcome."""
+        return self._gp.calibration
 
     @property
     def config(self) -> dict[str, Any]:

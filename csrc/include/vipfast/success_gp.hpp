@@ -14,6 +14,7 @@
 #include <memory>
 #include <mutex>
 #include <string>
+#include <utility>
 #include <vector>
 
 namespace vipfast {
@@ -50,6 +51,7 @@ struct SuccessGPConfig {
   ProbaMethod proba = ProbaMethod::moderated;
   int64_t num_inducing = 384;      // fast: at most this many inducing points
   int64_t auto_exact_max = 1024;   // automatic: exact while at most this many keys are stored
+  int64_t calibration_window = 0;  // > 0: predictions recalibrated on the last this many steps' outcomes
 };
 
 void validate_config(const SuccessGPConfig& config);
@@ -74,9 +76,11 @@ struct StateValue {
 };
 using GPState = std::map<std::string, StateValue>;
 
-constexpr int64_t kSuccessGPStateVersion = 1;
+// Version 2 added the calibration entries; version 1 states load with calibration off.
+constexpr int64_t kSuccessGPStateVersion = 2;
 
 // Output pointers of predict; any may be null. All (count).
+// With calibration_window > 0, mean and var are those of the recalibrated logit a + b f.
 struct PredictOutputs {
   double* mean = nullptr;    // posterior mean of the logit f
   double* var = nullptr;     // posterior variance of f
@@ -120,6 +124,8 @@ class SuccessGP {
   GPMode active_mode() const;     // exact or fast: what the next prediction uses
   int64_t num_inducing_used() const;
   PseudoObservations pseudo_observations() const;
+  // The recalibration map f -> offset + scale f in use (0 and 1 while calibration is off).
+  std::pair<double, double> calibration() const;
 
   GPState state() const;
   static std::unique_ptr<SuccessGP> from_state(const GPState& state);

@@ -1,0 +1,204 @@
+"""SuccessGP recalibration (calibration_window > 0): the affine map of the logit against an
+independent scipy fit of the same objective, the predictions it yields, windowing, state and
+bad input (docs/success_gp.md, "Recalibration")."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from scipy.optimize import minimize
+from scipy.special import expit, log_expit
+
+import vipfast
+from gp_reference import Workload, gh_expected_bernoulli_variance
+
+
+def reference_map(records, step, window):
+    """argmax over (a, log b) of the weighted moderated binomial log likelihood + N(0, 1) priors."""
+    kept = [r for r in records if step - r[0] < window]
+    age = np.array([step - r[0] for r in kept], dtype=np.float64)
+    mean, var, k, n = (np.array([r[i] for r in kept]) for i in range(1, 5))
+    weight = (1.0 - 1.0 / window) ** age
+
+    def negative_log_posterior(theta):
+        a, beta = theta
+        b = np.exp(beta)
+        z = (a + b * mean) / np.sqrt(1.0 + np.pi * b * b * var / 8.0)
+        return -np.sum(weight * (k * log_expit(z) + (n - k) * log_expit(-z))) + 0.5 * (a * a + beta * beta)
+
+    result = minimize(negative_log_posterior, np.zeros(2), method="Nelder-Mead",
+                      options=dict(xatol=1e-10, fatol=1e-12, maxiter=20000))
+    return result.x[0], np.exp(result.x[1])
+
+
+def drive(window, mode, rng, steps=8, **options):
+    """A recalibrated GP and a plain twin fed the same run; returns both and the records the
+    recalibrated one should have scored: (step, raw mean, raw var, successes, trials)."""
+    workload = Workload(num_keys=300, dim=16, clusters=6, batch=40, rollouts=6, seed=int(rng.integers(2**31)))
+    settings = dict(mode=mode, noise="laplace", signal_var=9.0, num_inducing=24, **options)
+    calibrated = vipfast.SuccessGP(16, calibration_window=window, **settings)
+    plain = vipfast.SuccessGP(16, **settings)
+    records = []
+    for t in range(steps):
+        keys, x, _, trials, successes = workload.batch(t)
+        raw = plain.predict(keys, x)
+        calibrated.predict(keys, x)  # as a plan would: the fast engine caches the batch's features
+        records += [(t, m, v, k, n) for m, v, k, n in zip(raw.mean, raw.var, successes, trials) if n > 0]
+        for gp in (plain, calibrated):
+            gp.observe(keys, x, successes, trials)
+            gp.advance()
+    return calibrated, plain, records, workload
+
+
+@pytest.mark.parametrize("mode", ["exact", "fast"])
+@pytest.mark.parametrize("window", [1, 3, 50])
+def test_map_matches_an_independent_scipy_fit(mode, window, rng):
+    calibrated, plain, records, _ = drive(window, mode, rng)
+    a, b = reference_map(records, step=calibrated.step - 1, window=window)
+    np.testing.assert_allclose(calibrated.calibration, (a, b), rtol=1e-6, atol=1e-6, err_msg=rng.seed_for_message)
+
+
+@pytest.mark.parametrize("mode", ["exact", "fast"])
+def test_predictions_are_those_of_the_mapped_logit(mode, rng):
+    calibrated, plain, _, workload = drive(4, mode, rng)
+    keys, x, *_ = workload.batch(99)
+    a, b = calibrated.calibration
+    raw, mapped = plain.predict(keys, x), calibrated.predict(keys, x)
+    np.testing.assert_allclose(mapped.mean, a + b * raw.mean, rtol=1e-12, atol=1e-12)
+    np.testing.assert_allclose(mapped.var, b * b * raw.var, rtol=1e-12, atol=1e-15)
+    np.testing.assert_allclose(mapped.proba, expit(mapped.mean / np.sqrt(1 + np.pi * mapped.var / 8)), rtol=1e-12)
+    np.testing.assert_allclose(mapped.weight, gh_expected_bernoulli_variance(mapped.mean, mapped.var), rtol=1e-6, atol=1e-9)
+
+
+def test_recalibration_leaves_the_gp_evidence_alone(rng):
+    """Only the output is mapped: the stored sites, hence the next steps' raw predictions, are the plain GP's."""
+    calibrated, plain, *_ = drive(5, "fast", rng)
+    for name, values in plain.pseudo_observations().items():
+        np.testing.assert_array_equal(values, calibrated.pseudo_observations()[name], err_msg=name)
+
+
+def test_a_compressed_predictor_is_stretched_back(rng):
+    """Outcomes drawn at twice the GP's logits minus one: the map recovers b ~ 2, a ~ -1. A million
+    initial trials per prompt pin the GP's logits, so the later outcomes barely move them; their
+    own records (scored against the prior) leave the window before the first of those outcomes."""
+    gp = vipfast.SuccessGP(2, calibration_window=20, mode="exact", lengthscale=0.3, signal_var=4.0, forgetting=1.0)
+    angles = rng.uniform(0, 2 * np.pi, 400)
+    x = np.stack([np.cos(angles), np.sin(angles)], 1)
+    keys = np.arange(400, dtype=np.uint64)
+    gp.observe(keys, x, np.round(1e6 * expit(3 * np.sin(3 * angles))), np.full(400, 10**6))
+    gp.advance(20)
+    for _ in range(30):
+        batch = rng.choice(400, 100, replace=False)
+        a, b = gp.calibration
+        raw = (gp.predict(keys[batch], x[batch]).mean - a) / b
+        trials = np.full(100, 20)
+        gp.observe(keys[batch], x[batch], rng.binomial(trials, expit(2 * raw - 1)), trials)
+        gp.advance()
+    a, b = gp.calibration
+    assert abs(b - 2.0) < 0.1 and abs(a + 1.0) < 0.1, (a, b, rng.seed_for_message)
+
+
+def test_only_the_last_window_steps_are_kept(rng):
+    calibrated, *_ = drive(3, "exact", rng, steps=7)
+    state = calibrated.state_dict()
+    assert set(state["calibration_record_steps"].tolist()) == {4, 5, 6}
+    assert state["calibration_records"].shape == (len(state["calibration_record_steps"]), 4)
+
+
+def test_off_by_default_and_identical_to_the_plain_gp(rng):
+    calibrated, plain, _, workload = drive(0, "fast", rng)
+    keys, x, *_ = workload.batch(50)
+    assert calibrated.calibration == (0.0, 1.0)
+    for left, right in zip(calibrated.predict(keys, x), plain.predict(keys, x)):
+        np.testing.assert_array_equal(left, right)
+
+
+def test_outcomes_that_never_succeed_keep_the_map_finite():
+    gp = vipfast.SuccessGP(2, calibration_window=5)
+    x = np.eye(2)
+    for _ in range(10):
+        gp.predict([1, 2], x)
+        gp.observe([1, 2], x, [0, 0], [10**9, 10**9])
+        gp.advance()
+    a, b = gp.calibration
+    assert np.isfinite(a) and np.isfinite(b) and b > 0
+    mean, var, proba, weight = gp.predict([1, 2, 3], np.eye(3)[:, :2] + [[0, 0], [0, 0], [1, 1]])
+    assert np.all(np.isfinite(mean)) and np.all(proba < 1e-3) and np.all(weight <= 0.25)
+
+
+def test_predictions_too_extreme_to_use_are_not_recorded():
+    gp = vipfast.SuccessGP(2, calibration_window=5, prior_mean=1e300, signal_var=1e300)
+    gp.observe([1], [[1.0, 0.0]], [1], [2])
+    assert gp.state_dict()["calibration_records"].shape == (0, 4)
+    assert gp.calibration == (0.0, 1.0)
+
+
+@pytest.mark.parametrize("mode", ["exact", "fast"])
+def test_state_round_trips_with_the_records(mode, rng):
+    calibrated, _, _, workload = drive(4, mode, rng, steps=5)
+    clone = vipfast.SuccessGP.from_state_dict(calibrated.state_dict())
+    assert clone.calibration == calibrated.calibration and clone.config == calibrated.config
+    for t in range(5, 8):  # and they stay identical as training goes on
+        keys, x, _, trials, successes = workload.batch(t)
+        for left, right in zip(calibrated.predict(keys, x), clone.predict(keys, x)):
+            np.testing.assert_array_equal(left, right)
+        for gp in (calibrated, clone):
+            gp.observe(keys, x, successes, trials)
+            gp.advance()
+    assert clone.calibration == calibrated.calibration
+
+
+def test_a_version_1_state_loads_with_recalibration_off():
+    gp = vipfast.SuccessGP(3, noise="laplace")
+    gp.observe([1, 2], np.eye(3)[:2], [1, 0], [2, 2])
+    state = {k: v for k, v in gp.state_dict().items() if not k.startswith("calibration_")}
+    clone = vipfast.SuccessGP.from_state_dict({**state, "format_version": 1})
+    assert clone.config["calibration_window"] == 0
+    for left, right in zip(gp.predict([1, 5], np.eye(3)[1:]), clone.predict([1, 5], np.eye(3)[1:])):
+        np.testing.assert_array_equal(left, right)
+
+
+@pytest.mark.parametrize("window, error, message", [
+    (-1, ValueError, r"calibration_window must lie in \[0, 1000\], got -1"),
+    (1001, ValueError, r"calibration_window must lie in \[0, 1000\], got 1001"),
+    (True, TypeError, "calibration_window must be an integer, got bool"),
+    (2.5, (TypeError, ValueError), "calibration_window"),
+])
+def test_bad_window_names_the_value(window, error, message):
+    with pytest.raises(error, match=message):
+        vipfast.SuccessGP(3, calibration_window=window)
+
+
+@pytest.mark.parametrize("entry, value, message", [
+    ("calibration_offset", np.nan, "calibration offset must be finite"),
+    ("calibration_log_scale", 6.0, r"calibration log-scale must be finite with \|log_scale\| <= 5"),
+    ("calibration_records", np.array([[0.0, 1.0, 3.0, 2.0]]), "calibration record 0 is invalid"),
+    ("calibration_records", np.array([[0.0, -1.0, 1.0, 2.0]]), "calibration record 0 is invalid"),
+    ("calibration_records", np.zeros((2, 4)), r"state\['calibration_records'\] has shape"),
+    ("calibration_record_steps", np.array([99]), r"calibration_record_steps'\]\[0\] = 99 is after step 1"),
+    ("calibration_window", -3, r"calibration_window must lie in \[0, 1000\], got -3"),
+])
+def test_corrupt_calibration_state_is_rejected_by_name(entry, value, message):
+    gp = vipfast.SuccessGP(3, calibration_window=4)
+    gp.observe([1], [[1.0, 0.0, 0.0]], [1], [2])
+    gp.advance()
+    state = gp.state_dict()
+    assert state["calibration_records"].shape == (1, 4)
+    with pytest.raises(ValueError, match=message):
+        vipfast.SuccessGP.from_state_dict({**state, entry: value})
+
+
+@pytest.mark.parametrize("mode", ["exact", "fast"])
+def test_observe_scores_the_rows_itself_when_no_prediction_preceded(mode, rng):
+    """The record reuses the plan's prediction of the same rows; without one it predicts them itself."""
+    workload = Workload(num_keys=300, dim=16, clusters=6, batch=40, rollouts=6, seed=int(rng.integers(2**31)))
+    planned, unplanned = (vipfast.SuccessGP(16, calibration_window=4, mode=mode, num_inducing=24) for _ in range(2))
+    for t in range(6):
+        keys, x, _, trials, successes = workload.batch(t)
+        planned.predict(keys, x)
+        if t % 2:  # a prediction of other rows, or of these rows in another order, is not reused
+            unplanned.predict(keys[::-1], x[::-1])
+        for gp in (planned, unplanned):
+            gp.observe(keys, x, successes, trials)
+            gp.advance()
+        assert planned.calibration == unplanned.calibration
