@@ -114,8 +114,17 @@ void LogitCalibration::fit(int64_t step) {
     const double haa = newton ? current.obs_aa : current.info_aa, hab = newton ? current.obs_ab : current.info_ab,
                  hbb = newton ? current.obs_bb : current.info_bb;
     const double det = newton ? obs_det : haa * hbb - hab * hab;  // Fisher's: >= 1, the prior's share
-    const double da = (hbb * current.grad_a - hab * current.grad_beta) / det;
-    const double dbeta = (haa * current.grad_beta - hab * current.grad_a) / det;
+    double da = (hbb * current.grad_a - hab * current.grad_beta) / det;
+    double dbeta = (haa * current.grad_beta - hab * current.grad_a) / det;
+    // A coordinate held at its bound by a step that points outward stays there; the other takes
+    // its own one-dimensional step, so the fit still reaches the best map on that edge.
+    if (std::abs(beta) == kMaxLogScale && dbeta * beta > 0) {
+      dbeta = 0.0;
+      da = current.grad_a / haa;
+    } else if (std::abs(a) == kMaxOffset && da * a > 0) {
+      da = 0.0;
+      dbeta = current.grad_beta / hbb;
+    }
     if (!(std::isfinite(da) && std::isfinite(dbeta))) break;
     // The objective's predicted rise along the step: below rounding, no step can show a rise.
     if (da * current.grad_a + dbeta * current.grad_beta <= kDecrementTolerance * (1.0 + std::abs(current.value))) break;
@@ -149,7 +158,8 @@ void LogitCalibration::restore(double offset, double log_scale, std::vector<Reco
     fail("calibration offset must be finite with |offset| <= ", kMaxOffset, ", got ", offset);
   if (!(std::isfinite(log_scale) && std::abs(log_scale) <= kMaxLogScale))
     fail("calibration log-scale must be finite with |log_scale| <= ", kMaxLogScale, ", got ", log_scale);
-  if (!enabled() && !records.empty()) fail("calibration records without a calibration window");
+  if (!enabled() && (offset != 0.0 || log_scale != 0.0 || !records.empty()))
+    fail("a calibration map or records without a calibration window");
   for (size_t i = 0; i < records.size(); ++i) {
     const Record& r = records[i];
     if (!(usable(r.mean, r.var) && r.trials > 0 && r.successes >= 0 && r.successes <= r.trials && r.step >= 0))

@@ -64,7 +64,7 @@ constexpr double kRelinearisationTolerance = 0.5;
 // Below this the kernel's -1/(2 l^2) overflows to -inf and 0 * inf turns K(x, x) into NaN; on unit
 // vectors (distances <= 2) no useful lengthscale is anywhere near it.
 constexpr double kMinLengthscale = 1e-100;
-// Recalibration keeps every outcome of its window: a bound keeps that memory bounded too.
+// Recalibration keeps every outcome of its window, W x rows per observe: the bound caps the W factor.
 constexpr int64_t kMaxCalibrationWindow = 1000;
 constexpr int64_t kChunk = 1024;  // rows per block when (re)computing features of the stored set
 constexpr int64_t kMinSplitRows = 64;  // below 2x this, row blocks are not split across threads
@@ -598,11 +598,12 @@ struct SuccessGP::Impl {
         fail("successes[", i, "] = ", successes[i], " exceeds trials[", i, "] = ", trials[i]);
     }
     if (count == 0) return;
-    record_calibration(count, in_keys, embeddings, successes, trials);
-    if (cfg.noise == NoiseModel::laplace) relinearise_stale_sites();
     double* x = grow(xq, count * d);
     double* xs = grow(xq_sq, count);
-    normalise_rows(embeddings, count, d, x, xs);
+    normalise_rows(embeddings, count, d, x, xs);  // validates them too: a rejected observe changes nothing
+    record_calibration(count, in_keys, embeddings, x, xs, successes, trials);
+    scored_valid = false;
+    if (cfg.noise == NoiseModel::laplace) relinearise_stale_sites();
 
     // Merge duplicates in order of first occurrence: counts summed, last embedding kept.
     merge_index.clear();
@@ -721,9 +722,10 @@ struct SuccessGP::Impl {
   }
 
   // Scores the prediction the model makes for these rows now, i.e. before their outcomes count:
-  // the one the plan that drew them saw, when nothing was observed in between.
-  void record_calibration(int64_t count, const uint64_t* in_keys, const double* embeddings, const double* successes,
-                          const int64_t* trials) {
+  // the one the plan that drew them saw, when nothing was observed in between. `embeddings` as
+  // given, `x`/`xs` normalised.
+  void record_calibration(int64_t count, const uint64_t* in_keys, const double* embeddings, const double* x,
+                          const double* xs, const double* successes, const int64_t* trials) {
     if (!calibration.enabled()) return;
     const auto n = static_cast<size_t>(count);
     if (scored_valid && scored_keys.size() == n && std::equal(in_keys, in_keys + count, scored_keys.begin()) &&
@@ -733,7 +735,7 @@ struct SuccessGP::Impl {
     }
     double* mean = grow(cal_mean, count);
     double* var = grow(cal_var, count);
-    predict_latent(count, in_keys, embeddings, mean, var);
+    predict_normalised(count, in_keys, x, xs, mean, var);
     calibration.record(step, count, mean, var, successes, trials);
   }
 
@@ -1189,6 +1191,11 @@ struct SuccessGP::Impl {
     double* x = grow(xq, count * d);
     double* xs = grow(xq_sq, count);
     normalise_rows(embeddings, count, d, x, xs);
+    predict_normalised(count, qkeys, x, xs, mean, var);
+  }
+
+  void predict_normalised(int64_t count, const uint64_t* qkeys, const double* x, const double* xs, double* mean,
+                          double* var) {
     if (count == 0) return;
     if (size == 0) {
       const double mu0 = running_prior_mean();
@@ -1441,6 +1448,9 @@ std::unique_ptr<SuccessGP::Impl> SuccessGP::Impl::from_state(const GPState& stat
          " reads SuccessGP state format_versions 1 and ", kSuccessGPStateVersion);
   }
   const bool calibrated = version >= 2;
+  if (!calibrated)
+    for (const auto& [name, value] : state)
+      if (name.rfind("calibration_", 0) == 0) fail("state['", name, "'] belongs to format_version 2, not 1");
   r.reject_unknown({"format_version", "dim", "lengthscale_fixed", "signal_var", "prior_mean_fixed", "prior_mean",
                     "forgetting", "capacity", "mode", "noise", "jitter", "clip", "proba", "num_inducing",
                     "auto_exact_max", "step", "seq_counter", "lengthscale", "lengthscale_provisional",

@@ -207,7 +207,9 @@ class LastRatePredictor:
 
 # GP settings per preset. "vipfast" departs from DESIGN.md section 3's pseudo-observation: Laplace
 # sites pool the counts of neighbouring prompts, and the wider prior lets a prompt that never (or
-# always) succeeds reach p ~ 0.001 (docs/success_gp.md, "Laplace sites"). It runs the fast engine
+# always) succeed reach p ~ 0.001 (docs/success_gp.md, "Laplace sites"). Its logits are recalibrated
+# against the outcomes of its own predictions, which undoes the GP's compression of them; with that,
+# a longer memory (forgetting 0.99) pays (docs/success_gp.md, "Recalibration"). It runs the fast engine
 # from the first step: that is exact while at most num_inducing keys are stored, and auto mode's
 # exact engine between num_inducing and 1024 keys cost up to 130 ms per step in the default
 # training run (docs/allocator.md). "paper" reproduces the published VIP code's predictor.

@@ -113,8 +113,8 @@ class SuccessGP:
     clip: rate clipping of the "fixed" noise model.
     proba: "moderated" (sigmoid(mu / sqrt(1 + pi var / 8))) or "plugin" (sigmoid(mu), as VIP's code).
     num_inducing: inducing points of the fast mode.
-    calibration_window: 0 (off) or W > 0: recalibrate predictions by an affine map of the logit,
-        f -> a + b f, fitted by maximum likelihood to the outcomes of the last W steps' predictions
+    calibration_window: 0 (off) or W in [1, 1000]: recalibrate predictions by an affine map of the logit,
+        f -> a + b f, fitted (maximum a posteriori) to the outcomes of the last W steps' predictions
         (each outcome scored against the prediction made before it was observed; weights
         (1 - 1/W)^age). mean, var, p-hat and the weight are then those of the recalibrated logit.
         docs/success_gp.md, "Recalibration".
@@ -186,7 +186,7 @@ class SuccessGP:
         return prediction
 
     def predict_latent(self, keys, embeddings) -> tuple[np.ndarray, np.ndarray]:
-        """(mean, var) of the posterior of the logit f, float64 [Q] each."""
+        """(mean, var) of the posterior of the logit f (of a + b f when recalibrated), float64 [Q] each."""
         prediction = self.predict(keys, embeddings)
         return prediction.mean, prediction.var
 
