@@ -83,10 +83,6 @@ Evaluation evaluate(const std::vector<LogitCalibration::Record>& records, const 
 
 }  // namespace
 
-LogitCalibration::LogitCalibration(int64_t window) : window_(window) {
-  if (window < 0) fail("calibration_window must be >= 0, got ", window);
-}
-
 void LogitCalibration::record(int64_t step, int64_t count, const double* mean, const double* var,
                               const double* successes, const int64_t* trials) {
   if (!enabled() || count <= 0) return;

@@ -1423,8 +1423,8 @@ GPState SuccessGP::Impl::state() const {
   std::vector<int64_t> record_steps(records.size());
   std::vector<double> record_values(records.size() * 4);
   for (size_t i = 0; i < records.size(); ++i) {
-    record_steps[i] = records[i].step;
     const LogitCalibration::Record& record = records[i];
+    record_steps[i] = record.step;
     const double values[4] = {record.mean, record.var, record.successes, record.trials};
     std::copy_n(values, 4, &record_values[i * 4]);
   }
@@ -1442,7 +1442,7 @@ std::unique_ptr<SuccessGP::Impl> SuccessGP::Impl::from_state(const GPState& stat
   const int64_t version = has_version ? version_it->second.integer : 0;
   if (version != 1 && version != kSuccessGPStateVersion) {
     std::ostringstream got;
-    if (version_it->second.kind == StateValue::Kind::integer) got << version_it->second.integer;
+    if (has_version) got << version;
     else got << "(" << kind_name(version_it->second.kind) << ")";
     fail("state format_version ", got.str(), " is not supported: vipfast ", VIPFAST_VERSION,
          " reads SuccessGP state format_versions 1 and ", kSuccessGPStateVersion);

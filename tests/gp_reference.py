@@ -184,3 +184,9 @@ class Workload:
         trials = np.full(self.batch_size, self.rollouts, dtype=np.int64)
         successes = rng.binomial(trials, p)
         return self.keys[index], self.embeddings[index], p, trials, successes
+
+
+def assert_same_predictions(a, b, keys, x):
+    """Two SuccessGPs predict the same bits (mean, var, p-hat, weight) for these rows."""
+    for left, right in zip(a.predict(keys, x), b.predict(keys, x)):
+        np.testing.assert_array_equal(left, right)

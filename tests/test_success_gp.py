@@ -18,7 +18,8 @@ from scipy.spatial.distance import pdist
 
 import vipfast
 from vipfast import _core
-from gp_reference import ReferenceGP, Workload, gh_expected_bernoulli_variance, normalise, pseudo_observation, rbf
+from gp_reference import (ReferenceGP, Workload, assert_same_predictions, gh_expected_bernoulli_variance, normalise,
+                          pseudo_observation, rbf)
 
 
 def run(models, workload, steps, start=0, duplicates=0, zero_trials=0):
@@ -410,11 +411,6 @@ def test_calibration_beats_per_prompt_and_global_baselines(mode, noise):
 # ---------------------------------------------------------------------------------------------
 # state
 # ---------------------------------------------------------------------------------------------
-
-def assert_same_predictions(a, b, keys, x):
-    for left, right in zip(a.predict(keys, x), b.predict(keys, x)):
-        np.testing.assert_array_equal(left, right)
-
 
 @pytest.mark.parametrize("noise", ["binomial", "laplace"])
 @pytest.mark.parametrize("mode", ["exact", "fast", "auto"])

@@ -25,10 +25,10 @@ class LogitCalibration {
     double mean, var, successes, trials;
   };
 
-  explicit LogitCalibration(int64_t window = 0);
+  // window >= 0 (validate_config checks it); 0 = disabled.
+  explicit LogitCalibration(int64_t window = 0) : window_(window) {}
 
   bool enabled() const { return window_ > 0; }
-  int64_t window() const { return window_; }
   double offset() const { return offset_; }
   double log_scale() const { return log_scale_; }
   const std::vector<Record>& records() const { return records_; }
