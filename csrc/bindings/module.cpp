@@ -1,0 +1,9 @@
+// The extension module vipfast._core: each binding file adds its part.
+#include "arrays.hpp"
+
+PYBIND11_MODULE(_core, m) {
+  m.doc() = "vipfast native core: exact rollout allocation and the success-probability GP";
+  m.attr("__version__") = VIPFAST_VERSION;
+  vipfast::bindings::bind_allocation(m);
+  vipfast::bindings::bind_success_gp(m);
+}
