@@ -72,7 +72,7 @@ class PlanRecordingReward:
     def __call__(self, prompts, completions, **kwargs):
         plan = self.trainer.last_plan
         self.batches.append(dict(rows=dict(Counter(prompts)),
-                                 plan=dict(zip(plan["prompts"], plan["counts"].tolist()))))
+                                 plan=dict(zip(plan.prompts, plan.counts.tolist()))))
         return outcome_reward(prompts, completions)
 
 

@@ -1,8 +1,23 @@
 """vipfast: fast, exact adaptive rollout allocation (VIP) for RLVR training."""
 
-from ._core import __version__
+try:
+    from ._core import __version__
+except ImportError as _error:  # the source checkout itself, before `pip install .`
+    raise ImportError(f"vipfast's native core is not built ({_error}): run `pip install .` and import the installed "
+                      "package, not the source tree") from None
 from .allocation import ESTIMATORS, allocate, allocate_relaxed, allocation_objective, knapsack_costs
-from .allocator import PRESETS, UniformAllocator, VIPAllocator, load_allocator, make_allocator
+from .allocators import (
+    PRESETS,
+    Allocator,
+    BetaAllocator,
+    KnapsackAllocator,
+    Plan,
+    UniformAllocator,
+    VIPAllocator,
+    allocator_names,
+    load_allocator,
+    make_allocator,
+)
 from .embedders import EmbeddingCache, HashingEmbedder, MiniLMEmbedder, make_embedder, prompt_keys
 from .success_gp import GPPrediction, SuccessGP
 
@@ -13,9 +28,14 @@ __all__ = [
     "allocate_relaxed",
     "allocation_objective",
     "knapsack_costs",
+    "Allocator",
+    "Plan",
     "VIPAllocator",
     "UniformAllocator",
+    "KnapsackAllocator",
+    "BetaAllocator",
     "PRESETS",
+    "allocator_names",
     "make_allocator",
     "load_allocator",
     "prompt_keys",

@@ -16,9 +16,15 @@ import numpy as np
 from . import _core
 from ._validation import as_float64_array, as_int64, as_int64_array
 
-__all__ = ["allocate", "allocate_relaxed", "allocation_objective", "knapsack_costs", "ESTIMATORS"]
+__all__ = ["allocate", "allocate_relaxed", "allocation_objective", "knapsack_costs", "ESTIMATORS", "estimator_min_rollouts"]
 
 ESTIMATORS = ("rloo", "drgrpo", "grpo")
+
+
+def estimator_min_rollouts(estimator: str) -> int:
+    if estimator not in ESTIMATORS:
+        raise ValueError(f"estimator must be one of {ESTIMATORS}, got {estimator!r}")
+    return 2 if estimator == "rloo" else 3
 
 
 def _prepare(weights, budget, min_rollouts, max_rollouts, estimator, curve):

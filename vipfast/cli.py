@@ -54,10 +54,10 @@ def simulate(args) -> int:
     """Every allocator on the same synthetic population at equal budget: table + PNG."""
     from dataclasses import fields, replace
 
-    from .allocator import make_allocator
-    from .sim import ClusterOracleAllocator, OracleAllocator, Scenario
-    from .sim import simulate as run_simulation
-    from .sim_report import summary_table, write_plot
+    from .allocators import make_allocator
+    from .experiments import ClusterOracleAllocator, OracleAllocator, Scenario
+    from .experiments import simulate as run_simulation
+    from .experiments.report import summary_table, write_plot
 
     scenario = Scenario(**{f.name: getattr(args, f.name) for f in fields(Scenario)})
     seeds = args.seeds or [scenario.seed]
@@ -141,7 +141,7 @@ def _add_config_flags(parser) -> None:
 def _add_scenario_flags(parser) -> None:
     from dataclasses import MISSING, fields
 
-    from .sim import Scenario
+    from .experiments import Scenario
 
     for f in fields(Scenario):
         default = f.default if f.default is not MISSING else None

@@ -148,7 +148,7 @@ class SuccessGP:
 
     # -- training loop -------------------------------------------------------------------
 
-    def observe(self, keys, embeddings, successes, trials) -> None:
+    def observe(self, keys, embeddings, successes, trials, prediction=None) -> None:
         """Add one step's outcomes: keys uint64 [Q], embeddings [Q, dim], successes real [Q], trials int [Q].
 
         Successes may be fractional: rewards in [0, 1] summed per group count as that many successes.

@@ -44,4 +44,4 @@ args = VIPGRPOConfig(
 trainer = VIPGRPOTrainer(model=model, reward_funcs=verifier, args=args, train_dataset=dataset,
                          processing_class=tokenizer)
 trainer.train()
-print("last plan:", list(zip(trainer.last_plan["prompts"], trainer.last_plan["counts"].tolist())))
+print("last plan:", list(zip(trainer.last_plan.prompts, trainer.last_plan.counts.tolist())))

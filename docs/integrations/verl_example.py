@@ -18,7 +18,7 @@ from vipfast.integrations import verl as vip_verl
 
 ROLLOUT_N, DP_SIZE, PROMPT_LEN, RESPONSE_LEN = 8, 4, 16, 32
 rng = np.random.default_rng(0)
-allocator = vipfast.VIPAllocator(budget_per_prompt=ROLLOUT_N, preset="knapsack",  # or "vipfast" (GP), "paper"
+allocator = vipfast.make_allocator("knapsack", budget_per_prompt=ROLLOUT_N,  # or "vipfast" (GP), "beta", ...
                                  estimator="grpo", min_rollouts=3, max_rollouts=24)
 dataset = [f"What is {a} + {b}?" for a, b in rng.integers(0, 50, (24, 2))]
 solve_rate = {q: rng.beta(0.5, 0.5) for q in dataset}  # the stand-in policy's success rate per prompt

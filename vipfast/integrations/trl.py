@@ -37,7 +37,7 @@ from accelerate.utils import broadcast_object_list, gather_object
 from trl import GRPOConfig, GRPOTrainer
 
 from vipfast.advantages import ADVANTAGE_ESTIMATORS, group_advantages
-from vipfast.allocator import PRESETS, load_allocator, make_allocator
+from vipfast.allocators import allocator_names, load_allocator, make_allocator
 
 from ._prompts import prompt_text
 
@@ -45,14 +45,13 @@ __all__ = ["VIPGRPOConfig", "VIPGRPOTrainer", "ALLOCATOR_CHECKPOINT"]
 
 # Saved beside the model in each checkpoint-<step>/ folder and read back on resume.
 ALLOCATOR_CHECKPOINT = "vipfast_allocator.npz"
-ALLOCATORS = ("uniform", *PRESETS)
 
 
 @dataclass
 class VIPGRPOConfig(GRPOConfig):
     """GRPOConfig plus the allocator's options. `num_generations` becomes the mean rollouts per prompt."""
 
-    allocator: str = field(default="vipfast", metadata={"help": f"One of {ALLOCATORS}."})
+    allocator: str = field(default="vipfast", metadata={"help": f"One of {allocator_names()}."})
     advantage_estimator: str | None = field(
         default=None,
         metadata={"help": "'grpo', 'drgrpo' or 'rloo'. Default: 'grpo' when scale_rewards='group', 'drgrpo' when "
@@ -69,8 +68,8 @@ class VIPGRPOConfig(GRPOConfig):
 
     def __post_init__(self):
         super().__post_init__()
-        if self.allocator not in ALLOCATORS:
-            raise ValueError(f"allocator must be one of {ALLOCATORS}, got {self.allocator!r}")
+        if self.allocator not in allocator_names():
+            raise ValueError(f"allocator must be one of {allocator_names()}, got {self.allocator!r}")
         if self.advantage_estimator is None:
             defaults = {"group": "grpo", "none": "drgrpo"}
             if self.scale_rewards not in defaults:
@@ -106,23 +105,22 @@ class VIPGRPOTrainer(GRPOTrainer):
         if budget != config.generation_batch_size:
             raise ValueError(f"the allocator's budget for {self.prompts_per_batch} prompts is {budget}, but each "
                              f"generation batch has generation_batch_size = {config.generation_batch_size} rows")
-        self.last_plan: dict = {}
+        self.last_plan = None
         self._rewards_per_func = None
         self._colocated_vllm_on_cpu = self.use_vllm and self.vllm_mode == "colocate" and _vllm_runs_on_cpu()
 
     def _allocator_from(self, config: VIPGRPOConfig):
-        options = dict(budget=config.generation_batch_size, estimator=config.advantage_estimator,
-                       min_rollouts=config.min_rollouts, max_rollouts=config.max_rollouts,
-                       reward_threshold=config.allocator_reward_threshold)
-        if config.allocator != "uniform":
-            options["embedder"] = config.allocator_embedder
-        return make_allocator(config.allocator, **options)
+        return make_allocator(config.allocator, budget=config.generation_batch_size,
+                              estimator=config.advantage_estimator, min_rollouts=config.min_rollouts,
+                              max_rollouts=config.max_rollouts, reward_threshold=config.allocator_reward_threshold,
+                              embedder=config.allocator_embedder)
 
     # -- the ragged generation batch ------------------------------------------------------------
     def _generate_and_score_completions(self, inputs):
         if not self.model.training:
             return super()._generate_and_score_completions(inputs)
-        prompts, counts, rows = self._ragged_rows(inputs)
+        plan, rows = self._ragged_rows(inputs)
+        counts = plan.counts
         self._rewards_per_func = None
         output = super()._generate_and_score_completions(rows)
         rewards_per_func = self._rewards_per_func  # [N, F] all processes', in rank order
@@ -134,13 +132,12 @@ class VIPGRPOTrainer(GRPOTrainer):
         output["advantages"] = advantages[start:start + len(rows)].to(output["advantages"].device)
         self._log_ragged(advantages, rewards, counts, scorable)
         if self.accelerator.is_main_process and bool(scorable.any()):
-            kept = sizes > 0  # a prompt none of whose rollouts could be scored teaches the allocator nothing
-            self.allocator.update([p for p, k in zip(prompts, kept.tolist()) if k],
-                                  rewards[scorable].cpu().numpy(), sizes[kept].cpu().numpy())
+            kept = (sizes > 0).cpu().numpy()  # a prompt none of whose rollouts was scored teaches nothing
+            self.allocator.update(plan.select(kept), rewards[scorable].cpu().numpy(), sizes.cpu().numpy()[kept])
         return output
 
     def _ragged_rows(self, inputs):
-        """(prompt texts [Q], counts [Q], this process's rows of the ragged batch)."""
+        """(the allocator's Plan for the Q prompts, this process's rows of the ragged batch)."""
         group = self.num_generations
         all_rows = gather_object(list(inputs))
         if len(all_rows) != self.args.generation_batch_size:
@@ -152,15 +149,14 @@ class VIPGRPOTrainer(GRPOTrainer):
             if any(prompt_text(row["prompt"]) != prompt for row in all_rows[q * group:(q + 1) * group]):
                 raise RuntimeError("the train sampler did not give num_generations consecutive copies of each prompt; "
                                    "VIPGRPOTrainer needs TRL's RepeatSampler layout")
-        plan = [None]
+        shared = [None]
         if self.accelerator.is_main_process:
-            plan = [self.allocator.plan(prompts)]
-        broadcast_object_list(plan, from_process=0)  # every process must split the same plan
-        counts = np.asarray(plan[0], dtype=np.int64)
-        self.last_plan = dict(prompts=prompts, counts=counts)
-        ragged = [dict(row) for row, n in zip(unique_rows, counts.tolist()) for _ in range(n)]
+            shared = [self.allocator.plan(prompts)]
+        broadcast_object_list(shared, from_process=0)  # every process must split the same plan
+        plan = self.last_plan = shared[0]
+        ragged = [dict(row) for row, n in zip(unique_rows, plan.counts.tolist()) for _ in range(n)]
         start = self.accelerator.process_index * len(inputs)
-        return prompts, counts, ragged[start:start + len(inputs)]
+        return plan, ragged[start:start + len(inputs)]
 
     def _ragged_advantages(self, rewards, counts, scorable):
         """(advantages [N], scorable rollouts per prompt [Q]); unscorable rows get 0 and stay out of the baseline."""
@@ -226,8 +222,7 @@ class VIPGRPOTrainer(GRPOTrainer):
     def _load_optimizer_and_scheduler(self, checkpoint):
         super()._load_optimizer_and_scheduler(checkpoint)
         if checkpoint is not None and os.path.exists(path := os.path.join(checkpoint, ALLOCATOR_CHECKPOINT)):
-            embedder = getattr(self.allocator, "_embedder_object", None)
-            self.allocator = load_allocator(path, **({"embedder": embedder} if embedder is not None else {}))
+            self.allocator = load_allocator(path, **getattr(self.allocator, "unsaved_options", dict)())
 
 
 def _vllm_runs_on_cpu() -> bool:

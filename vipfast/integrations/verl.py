@@ -25,6 +25,7 @@ from verl import DataProto
 from verl.utils.seqlen_balancing import calculate_workload, get_seqlen_balanced_partitions
 
 from vipfast.advantages import group_advantages, group_ids_from_index
+from vipfast.allocators import Plan
 
 from ._prompts import prompt_text
 
@@ -41,13 +42,15 @@ class RolloutPlan:
     """How many rollouts each prompt of one verl batch gets.
 
     uids     [Q] the batch's `uid` of each prompt, in batch order
-    counts   [Q] int64 rollouts per prompt (the allocator's plan)
-    prompts  [Q] what identifies each prompt to the allocator: texts, or integer keys
+    plan     the allocator's Plan for those prompts (plan.counts: int64 [Q] rollouts per prompt)
     """
 
     uids: np.ndarray
-    counts: np.ndarray
-    prompts: list
+    plan: Plan
+
+    @property
+    def counts(self) -> np.ndarray:
+        return self.plan.counts
 
     @property
     def total(self) -> int:
@@ -80,14 +83,15 @@ def plan_rollouts(allocator, batch: DataProto, *, prompt_key: str = "raw_prompt"
     if len(set(uids.tolist())) != len(uids):
         raise ValueError("plan_rollouts needs one row per prompt, but the batch's uids repeat: plan before repeating")
     prompts, keys = _prompt_identities(batch, prompt_key)
-    counts = np.asarray(allocator.plan(prompts, keys=keys), dtype=np.int64)
+    plan = allocator.plan(prompts, keys=keys)
+    counts = plan.counts
     if multiple_of < 1:
         raise ValueError(f"multiple_of must be >= 1, got {multiple_of}")
     if counts.sum() % multiple_of:
         raise ValueError(f"the plan has {int(counts.sum())} rollouts, which does not divide into {multiple_of} equal "
                          f"parts; give the allocator a budget that is a multiple of {multiple_of} "
                          "(budget_per_prompt=rollout.n keeps verl's usual train_batch_size * rollout.n)")
-    return RolloutPlan(uids=uids, counts=counts, prompts=list(keys) if keys is not None else prompts)
+    return RolloutPlan(uids=uids, plan=plan)
 
 
 def balance_batch(batch: DataProto, dp_size: int) -> dict:
@@ -161,10 +165,8 @@ def update_allocator(allocator, batch: DataProto, plan: RolloutPlan, *, score_ke
     missing = [uid for uid in group_uids if uid not in position]
     if missing:
         raise ValueError(f"{len(missing)} uid groups of the batch are not in the plan (first: {missing[0]!r})")
-    prompts = [plan.prompts[position[uid]] for uid in group_uids]
-    if prompts and not isinstance(prompts[0], str):
-        prompts = np.asarray(prompts, dtype=np.uint64)
-    allocator.update(prompts, scores[order].numpy(), sizes.numpy())
+    rows = np.array([position[uid] for uid in group_uids], dtype=np.int64)
+    allocator.update(plan.plan.select(rows), scores[order].numpy(), sizes.numpy())
 
 
 def _prompt_identities(batch: DataProto, prompt_key: str):

@@ -10,10 +10,9 @@ import typing
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ..allocator import PRESETS
+from ..allocation import ESTIMATORS, estimator_min_rollouts
+from ..allocators import allocator_names
 
-ALLOCATORS = ("uniform", *PRESETS)
-ESTIMATORS = ("grpo", "drgrpo", "rloo")
 BACKENDS = ("auto", "vllm", "hf")
 AGGREGATIONS = ("token-mean", "token-sum")
 
@@ -233,18 +232,18 @@ def validate(config: TrainConfig) -> None:
              g.temperature)
     _require(0 < g.top_p <= 1, "generation.top_p", "in (0, 1]", g.top_p)
     a = c.allocator
-    _require(a.name in ALLOCATORS, "allocator.name", f"one of {ALLOCATORS}", a.name)
+    _require(a.name in allocator_names(), "allocator.name", f"one of {allocator_names()}", a.name)
     _require(a.embedder in ("hashing", "minilm"), "allocator.embedder", "'hashing' or 'minilm'", a.embedder)
     _require(a.prompts_per_step >= 1, "allocator.prompts_per_step", ">= 1", a.prompts_per_step)
-    domain = 2 if c.optim.estimator == "rloo" else 3
+    o = c.optim
+    _require(o.estimator in ESTIMATORS, "optim.estimator", f"one of {ESTIMATORS}", o.estimator)
+    domain = estimator_min_rollouts(o.estimator)
     _require(a.min_rollouts >= domain, "allocator.min_rollouts", f">= {domain} for estimator '{c.optim.estimator}'",
              a.min_rollouts)
     _require(a.max_rollouts >= a.min_rollouts, "allocator.max_rollouts",
              f">= allocator.min_rollouts ({a.min_rollouts})", a.max_rollouts)
     _require(a.min_rollouts <= a.budget_per_prompt <= a.max_rollouts, "allocator.budget_per_prompt",
              f"in [min_rollouts, max_rollouts] = [{a.min_rollouts}, {a.max_rollouts}]", a.budget_per_prompt)
-    o = c.optim
-    _require(o.estimator in ESTIMATORS, "optim.estimator", f"one of {ESTIMATORS}", o.estimator)
     _require(o.lr > 0, "optim.lr", "> 0", o.lr)
     _require(o.warmup_steps >= 0, "optim.warmup_steps", ">= 0", o.warmup_steps)
     _require(o.weight_decay >= 0, "optim.weight_decay", ">= 0", o.weight_decay)

@@ -24,7 +24,7 @@ import torch
 from tqdm import tqdm
 
 from ..advantages import group_advantages, token_advantages
-from ..allocator import load_allocator, make_allocator
+from ..allocators import load_allocator, make_allocator
 from .config import TrainConfig
 from .generation import make_generator, resolve_backend
 from .loss import pack_sequences, policy_gradient_loss, response_logprobs
@@ -59,7 +59,7 @@ class Trainer:
         else:
             self.allocator = make_allocator(a.name, budget_per_prompt=a.budget_per_prompt, estimator=o.estimator,
                                             min_rollouts=a.min_rollouts, max_rollouts=a.max_rollouts,
-                                            **({} if a.name in ("uniform", "knapsack") else {"embedder": a.embedder}))
+                                            embedder=a.embedder)
         self.train_ids = [self.tokenizer(p)["input_ids"] for p, _ in self.task.train]
         self.held_out_ids = [self.tokenizer(p)["input_ids"] for p, _ in self.task.held_out]
         longest_prompt = max(map(len, self.train_ids + self.held_out_ids))
@@ -97,7 +97,8 @@ class Trainer:
         chosen = rng.choice(len(self.task.train), size=c.allocator.prompts_per_step, replace=False)
         prompts = [self.task.train[i][0] for i in chosen]
         with timer("allocate"):
-            counts = self.allocator.plan(prompts)
+            plan = self.allocator.plan(prompts)
+        counts = plan.counts
         with timer("generate"):
             rollouts = self.generator.generate([self.train_ids[i] for i in chosen], counts,
                                                seed=int(rng.integers(2**31 - 1)))
@@ -109,7 +110,7 @@ class Trainer:
         # wait for it, if any, is allocator time; it ends within the step, so checkpoints and
         # the next plan see the same allocator state as a sequential run.
         with timer("allocate"):
-            learning = self._learner.submit(self.allocator.update, prompts, rewards, counts)
+            learning = self._learner.submit(self.allocator.update, plan, rewards)
         with timer("update"):
             prompt_ids = [self.train_ids[i] for i, n in zip(chosen, counts.tolist()) for _ in range(n)]
             update = self.policy_update(prompt_ids, rollouts.response_ids, rewards, counts)

@@ -20,8 +20,9 @@ from dataclasses import asdict, dataclass, field
 import numpy as np
 from tqdm import tqdm
 
-from .allocation import allocation_objective
-from .allocator import UniformAllocator
+from ..allocation import allocation_objective
+from ..allocators import AllocatorBase
+from ..allocators.base import Weighing
 
 __all__ = ["Scenario", "Population", "OracleAllocator", "ClusterOracleAllocator", "simulate", "RunResult"]
 
@@ -107,7 +108,7 @@ class Population:
         self.skill += self.scenario.learning_rate * m_hat / (np.sqrt(v_hat) + 1e-8)
 
 
-class OracleAllocator(UniformAllocator):
+class OracleAllocator(AllocatorBase):
     """The exact solver fed the simulator's true p: the headroom any predictor could reach."""
 
     name = "oracle"
@@ -116,11 +117,11 @@ class OracleAllocator(UniformAllocator):
         super().__init__(**options)
         self.population: Population | None = None
 
-    def predict(self, keys, prompts, embeddings) -> dict:
+    def weigh(self, keys, prompts, embeddings) -> Weighing:
         if self.population is None:
-            raise ValueError("the oracle allocator only runs inside vipfast.sim.simulate")
+            raise ValueError("the oracle allocator only runs inside vipfast.experiments.simulate")
         p = self.population.success_probability_of(keys)
-        return dict(p=p, weights=p * (1 - p))
+        return Weighing(p=p, weights=p * (1 - p))
 
 
 class ClusterOracleAllocator(OracleAllocator):
@@ -130,16 +131,16 @@ class ClusterOracleAllocator(OracleAllocator):
 
     name = "cluster-oracle"
 
-    def predict(self, keys, prompts, embeddings) -> dict:
+    def weigh(self, keys, prompts, embeddings) -> Weighing:
         if self.population is None:
-            raise ValueError("the oracle allocator only runs inside vipfast.sim.simulate")
+            raise ValueError("the oracle allocator only runs inside vipfast.experiments.simulate")
         index = np.searchsorted(self.population.keys, np.asarray(keys, dtype=np.uint64))
         nodes, weights = np.polynomial.hermite_e.hermegauss(32)  # probabilists': E over N(0, 1)
         logits = self.population.skill[self.population.cluster[index]][:, None] + \
             self.population.scenario.prompt_spread * nodes[None, :]
         p = _sigmoid(logits)
         weights = weights / weights.sum()
-        return dict(p=p @ weights, weights=(p * (1 - p)) @ weights)
+        return Weighing(p=p @ weights, weights=(p * (1 - p)) @ weights)
 
 
 def rloo_logit_gradients(rewards, counts, p):
@@ -218,14 +219,15 @@ def simulate(allocator, scenario: Scenario, *, label=None, progress=True) -> Run
         batch = rng.choice(scenario.num_prompts, size=scenario.batch_size, replace=False)
         keys = population.keys[batch]
         started = time.perf_counter()
-        counts = allocator.plan(keys=keys, embeddings=population.embeddings[batch])
+        plan = allocator.plan(keys=keys, embeddings=population.embeddings[batch])
+        counts = plan.counts
         planned = time.perf_counter() - started
         p = population.success_probability(batch)
         rewards = (rng.random(int(counts.sum())) < np.repeat(p, counts)).astype(np.float64)
         offsets = np.concatenate([[0], np.cumsum(counts)])[:-1]
         successes = np.add.reduceat(rewards, offsets)
         degenerate = (successes == 0) | (successes == counts)
-        predicted = allocator.last_plan.get("p")
+        predicted = plan.p
         outcome_row = dict(brier=None, beta_brier=None, global_brier=None, ece=None)
         if predicted is not None:
             per_rollout = np.repeat(predicted, counts)
@@ -237,7 +239,7 @@ def simulate(allocator, scenario: Scenario, *, label=None, progress=True) -> Run
                 ece=expected_calibration_error(per_rollout, rewards),
             )
         started = time.perf_counter()
-        allocator.update(keys, rewards, counts)
+        allocator.update(plan, rewards)
         updated = time.perf_counter() - started
         beta.observe(keys, successes, counts)
         observed_successes += successes.sum()

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .sim import RunResult, Scenario
+from .simulator import RunResult, Scenario
 
 # (summary key, column title, format); "wasted vs uniform" is derived per seed.
 _COLUMNS = [

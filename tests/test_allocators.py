@@ -1,0 +1,392 @@
+"""Allocators: the shared contract (budget, bounds, Plan, update, checkpoints) and what each rule allocates."""
+
+from __future__ import annotations
+
+import os
+import stat
+
+import numpy as np
+import pytest
+
+import vipfast
+from vipfast.allocators import (
+    BetaAllocator,
+    KnapsackAllocator,
+    Plan,
+    UniformAllocator,
+    VIPAllocator,
+    allocator_names,
+    load_allocator,
+    make_allocator,
+    successes_per_group,
+)
+from vipfast.allocators.beta import beta_moments
+
+SHARED = dict(budget_per_prompt=6.0, min_rollouts=2, max_rollouts=16, embedding_dim=16, embedder="hashing")
+
+
+def build(name, **options):
+    return make_allocator(name, **{**SHARED, **options})
+
+
+def random_batch(rng, q, dim=16):
+    embeddings = rng.normal(size=(q, dim)).astype(np.float32)
+    return rng.integers(0, 2**63, size=q, dtype=np.uint64), embeddings
+
+
+def learn_rates(allocator, rng, keys, embeddings, rates, steps):
+    """`steps` rounds of plan + update with Bernoulli(rates[q]) rewards; returns the last plan."""
+    for _ in range(steps):
+        plan = allocator.plan(keys=keys, embeddings=embeddings)
+        allocator.update(plan, (rng.random(plan.total) < np.repeat(rates, plan.counts)).astype(float))
+    return allocator.plan(keys=keys, embeddings=embeddings)
+
+
+def test_the_registry_lists_every_rule():
+    assert set(allocator_names()) >= {"uniform", "vipfast", "paper", "knapsack", "beta"}
+    with pytest.raises(ValueError, match="allocator must be one of"):
+        make_allocator("ppo")
+    with pytest.raises(TypeError, match="unexpected keyword"):
+        make_allocator("uniform", budgett=3)
+    with pytest.raises(TypeError, match="fixes"):
+        make_allocator("paper", preset="vipfast")
+
+
+@pytest.mark.parametrize("name", allocator_names())
+def test_every_allocator_respects_budget_and_bounds(name, rng):
+    allocator = build(name)
+    for _ in range(3):
+        q = int(rng.integers(1, 40))
+        keys, embeddings = random_batch(rng, q)
+        plan = allocator.plan(keys=keys, embeddings=embeddings)
+        assert isinstance(plan, Plan) and plan.counts.dtype == np.int64, rng.seed_for_message
+        assert plan.total == round(6.0 * q) and plan.counts.min() >= 2 and plan.counts.max() <= 16, rng.seed_for_message
+        np.testing.assert_array_equal(np.asarray(plan), plan.counts)
+        allocator.update(plan, (rng.random(plan.total) < 0.4).astype(float))
+
+
+@pytest.mark.parametrize("name", allocator_names())
+def test_resume_after_save_gives_identical_plans(name, rng, tmp_path):
+    allocator = build(name)
+    keys, embeddings = random_batch(rng, 30)
+    learn_rates(allocator, rng, keys, embeddings, np.full(30, 0.3), steps=3)
+    path = tmp_path / "allocator.npz"
+    allocator.save(path)
+    restored = load_allocator(path)
+    assert type(restored) is type(allocator) and restored.name == name
+    first, second = restored.plan(keys=keys, embeddings=embeddings), allocator.plan(keys=keys, embeddings=embeddings)
+    np.testing.assert_array_equal(first.counts, second.counts)
+    np.testing.assert_array_equal(first.weights, second.weights)
+    rewards = (rng.random(first.total) < 0.6).astype(float)
+    restored.update(first, rewards)
+    allocator.update(second, rewards)
+    np.testing.assert_array_equal(restored.plan(keys=keys, embeddings=embeddings).weights,
+                                  allocator.plan(keys=keys, embeddings=embeddings).weights)
+    assert restored.stats()["predictions"] == allocator.stats()["predictions"]
+
+
+@pytest.mark.parametrize("name", ["vipfast", "paper", "knapsack", "beta"])
+def test_prompts_near_one_half_get_more_rollouts_than_settled_ones(name, rng):
+    """Fails for a uniform split and for inverted weights: the rule must read the outcomes."""
+    allocator = build(name, budget_per_prompt=8.0, max_rollouts=32)
+    keys, embeddings = random_batch(rng, 24)
+    rates = np.repeat([0.0, 0.5, 1.0], 8)
+    plan = learn_rates(allocator, rng, keys, embeddings, rates, steps=6)
+    middle, settled = plan.counts[8:16].mean(), np.r_[plan.counts[:8], plan.counts[16:]].mean()
+    assert middle > settled + 2, (plan.counts, rng.seed_for_message)
+
+
+def test_vipfast_lowers_the_variance_objective_on_a_simulated_population():
+    """The preset's plans weigh less than uniform's under the true p (a uniform or inverted stub fails)."""
+    from vipfast.experiments import Scenario, simulate
+
+    scenario = Scenario(num_prompts=256, num_clusters=8, dim=16, batch_size=64, steps=12, seed=11)
+    vip = simulate(build("vipfast", budget_per_prompt=8.0, max_rollouts=32), scenario, progress=False).summary()
+    assert vip["objective_vs_uniform"] < 0.9, vip
+
+
+def test_fixed_total_budget():
+    allocator = UniformAllocator(budget=100, min_rollouts=2, max_rollouts=16)
+    plan = allocator.plan(keys=np.arange(7, dtype=np.uint64))
+    np.testing.assert_array_equal(plan.counts, [15, 15, 14, 14, 14, 14, 14])
+
+
+def test_infeasible_budget_is_named():
+    allocator = UniformAllocator(budget_per_prompt=40, min_rollouts=2, max_rollouts=16)
+    with pytest.raises(ValueError, match=r"budget 120 is infeasible for 3 prompts .* \[6, 48\]"):
+        allocator.plan(["a", "b", "c"])
+
+
+@pytest.mark.parametrize(
+    "options, message",
+    [
+        (dict(estimator="ppo"), "estimator must be one of"),
+        (dict(estimator="drgrpo", min_rollouts=2), "below estimator 'drgrpo''s domain"),
+        (dict(min_rollouts=8, max_rollouts=4), r"min_rollouts \(8\) exceeds max_rollouts \(4\)"),
+        (dict(budget_per_prompt=float("nan")), "budget_per_prompt must be a positive number"),
+        (dict(reward_threshold=float("inf")), "reward_threshold must be a finite number"),
+    ],
+)
+def test_bad_configuration(options, message):
+    with pytest.raises(ValueError, match=message):
+        UniformAllocator(**options)
+
+
+def test_every_allocator_accepts_the_shared_options():
+    for name in allocator_names():
+        make_allocator(name, budget=64, estimator="grpo", min_rollouts=3, max_rollouts=9, reward_threshold=0.5,
+                       embedder="hashing", embedding_dim=8, embedding_cache_size=10)
+
+
+def test_rewards_are_parsed_per_group():
+    rewards = np.array([1, 0, 1, 0.5, 1, 0, 0])
+    successes, trials = successes_per_group(rewards, [3, 2, 0, 2])
+    np.testing.assert_allclose(successes, [2.0, 1.5, 0.0, 0.0])
+    np.testing.assert_array_equal(trials, [3, 2, 0, 2])
+    thresholded, _ = successes_per_group(np.array([3.0, -1.0, 7.0]), [1, 2], threshold=2.5)
+    np.testing.assert_allclose(thresholded, [1.0, 1.0])
+
+
+@pytest.mark.parametrize(
+    "rewards, sizes, message",
+    [
+        ([1, 0, 1], [2, 2], "group_sizes add up to 4 but there are 3 rewards"),
+        ([1, np.nan], [2], r"rewards\[1\] is nan"),
+        ([1, 2.0], [2], r"rewards\[1\] = 2.0 is outside \[0, 1\]"),
+        ([1, 0], [3, -1], "group_sizes must be >= 0"),
+        ([1, 0], [2**63 - 1, 2**63 - 1], "exceeds the 2 rewards"),
+        ([1, 0], np.array([2.0]), "group_sizes must be a 1-D integer array"),
+    ],
+)
+def test_bad_rewards(rewards, sizes, message):
+    allocator = UniformAllocator(min_rollouts=2, max_rollouts=16)
+    plan = allocator.plan(keys=np.arange(len(sizes), dtype=np.uint64), )
+    with pytest.raises(ValueError, match=message):
+        allocator.update(plan, rewards, sizes)
+
+
+def test_update_takes_a_plan_with_one_group_per_prompt():
+    allocator = UniformAllocator(min_rollouts=2, max_rollouts=16)
+    with pytest.raises(TypeError, match="update takes the Plan"):
+        allocator.update(["a", "b"], [1, 0], [2])
+    plan = allocator.plan(["a", "b"])
+    with pytest.raises(ValueError, match="the plan has 2 prompts but group_sizes has 1"):
+        allocator.update(plan, [1, 0], [2])
+
+
+def test_any_planned_batch_can_be_updated_in_any_order(rng):
+    """Plans carry what update needs: two batches planned, then updated oldest first, as one at a time."""
+    first, second = build("vipfast", embedding_dim=None), build("vipfast", embedding_dim=None)
+    batch_a, batch_b = [f"a {i}" for i in range(6)], [f"b {i}" for i in range(6)]
+    plan_a, plan_b = first.plan(batch_a), first.plan(batch_b)
+    rewards_a = (rng.random(plan_a.total) < 0.5).astype(float)
+    rewards_b = (rng.random(plan_b.total) < 0.5).astype(float)
+    first.update(plan_a, rewards_a)
+    first.update(plan_b, rewards_b)
+    second.update(second.plan(batch_a), rewards_a)
+    second.update(second.plan(batch_b), rewards_b)
+    np.testing.assert_array_equal(first.plan(batch_a + batch_b).weights, second.plan(batch_a + batch_b).weights)
+
+
+def test_a_subset_of_a_plan_can_be_learned(rng):
+    allocator = build("beta")
+    plan = allocator.plan([f"p{i}" for i in range(5)])
+    kept = np.array([True, False, True, True, False])
+    sizes = plan.counts[kept] - 1
+    allocator.update(plan.select(kept), np.ones(int(sizes.sum())), sizes)
+    successes, trials = allocator.forgotten_counts(plan.keys)
+    np.testing.assert_array_equal(trials, np.where(kept, plan.counts - 1, 0))
+    np.testing.assert_array_equal(successes, trials)
+    with pytest.raises(ValueError, match="boolean selection must have shape"):
+        plan.select(np.ones(3, bool))
+
+
+def test_knapsack_follows_last_seen_success_rates():
+    allocator = KnapsackAllocator(budget_per_prompt=8, min_rollouts=2, max_rollouts=32)
+    prompts = ["never", "sometimes", "always"]
+    allocator.update(allocator.plan(prompts), np.r_[np.zeros(8), np.ones(2), np.zeros(6), np.ones(8)], [8, 8, 8])
+    plan = allocator.plan(prompts)
+    p = np.array([0.0, 0.25, 1.0])
+    expected = vipfast.allocate(None, 24, min_rollouts=2, curve=vipfast.knapsack_costs(p, 2, 32))
+    np.testing.assert_array_equal(plan.counts, expected)
+    assert plan.counts[1] == 20
+
+
+def test_knapsack_memory_is_bounded_and_keeps_recent_prompts(rng):
+    allocator = KnapsackAllocator(budget_per_prompt=4, min_rollouts=2, max_rollouts=8, capacity=1000)
+    for step in range(30):
+        keys = np.arange(step * 100, step * 100 + 100, dtype=np.uint64)
+        plan = allocator.plan(keys=keys)
+        allocator.update(plan, np.zeros(plan.total))
+        assert allocator.stats()["prompts_held"] <= 1000
+    assert allocator.rates.rows(keys).min() >= 0  # the latest batch is held
+    assert allocator.rates.rows(np.arange(100, dtype=np.uint64)).max() == -1  # the first is gone
+
+
+def test_checkpoint_state_is_one_consistent_snapshot_under_concurrent_updates(rng, tmp_path):
+    import threading
+
+    allocator = KnapsackAllocator(budget_per_prompt=4, min_rollouts=2, max_rollouts=8)
+    stop = threading.Event()
+
+    def learn():
+        step = 0
+        while not stop.is_set():
+            keys = np.arange(step * 50, step * 50 + 50, dtype=np.uint64)
+            plan = allocator.plan(keys=keys)
+            allocator.update(plan, np.ones(plan.total))
+            step += 1
+
+    worker = threading.Thread(target=learn)
+    worker.start()
+    try:
+        for i in range(30):
+            allocator.save(tmp_path / "a.npz")
+            arrays = np.load(tmp_path / "a.npz")
+            assert len(arrays["state/rates/keys"]) == len(arrays["state/rates/column/rate"])
+    finally:
+        stop.set()
+        worker.join()
+
+
+def test_beta_counts_match_the_posterior_of_each_prompts_outcomes(rng):
+    allocator = BetaAllocator(budget_per_prompt=8, min_rollouts=2, max_rollouts=32, forgetting=0.9)
+    prompts = [f"q{i}" for i in range(7)]
+    totals = np.zeros((2, 7))
+    for _ in range(4):
+        plan = allocator.plan(prompts)
+        rewards = (rng.random(plan.total) < 0.3).astype(float)
+        successes, trials = successes_per_group(rewards, plan.counts)
+        totals = 0.9 * totals + [successes, trials]
+        allocator.update(plan, rewards)
+    plan = allocator.plan(prompts)
+    alpha, beta = 1 + totals[0], 1 + totals[1] - totals[0]
+    np.testing.assert_allclose(plan.p, alpha / (alpha + beta), rtol=1e-12, err_msg=rng.seed_for_message)
+    # E[p(1-p)] of Beta(alpha, beta) by quadrature, independent of the closed form
+    from scipy import integrate, stats
+
+    for a, b, w in zip(alpha, beta, plan.weights):
+        value = integrate.quad(lambda x: x * (1 - x) * stats.beta.pdf(x, a, b), 0, 1)[0]
+        np.testing.assert_allclose(w, value, rtol=1e-7)
+    np.testing.assert_allclose(beta_moments(np.zeros(1), np.zeros(1))[1], 1 / 6)
+
+
+class TestCheckpointFiles:
+    def test_corrupt_truncated_and_foreign_files_are_value_errors(self, tmp_path):
+        good = tmp_path / "good.npz"
+        build("beta").save(good)
+        data = good.read_bytes()
+        cases = {
+            "garbage.npz": b"\x00not a checkpoint",
+            "truncated.npz": data[: len(data) // 2],
+            "flipped.npz": data[:200] + bytes([data[200] ^ 0xFF]) + data[201:],
+        }
+        for name, content in cases.items():
+            (tmp_path / name).write_bytes(content)
+            with pytest.raises(ValueError, match=name):
+                load_allocator(tmp_path / name)
+        np.save(tmp_path / "array.npy", np.zeros(3))
+        with pytest.raises(ValueError, match=r"array.npy .*single array"):
+            load_allocator(tmp_path / "array.npy")
+        with pytest.raises(ValueError, match="no such allocator checkpoint"):
+            load_allocator(tmp_path / "missing.npz")
+
+    @pytest.mark.parametrize(
+        "header, message",
+        [
+            ('{"format": "something-else", "version": 2}', "is not a vipfast allocator checkpoint"),
+            ('{"format": "vipfast-allocator", "version": 99}', "checkpoint version 99"),
+            ('[1, 2]', r"format 'list'"),
+            ('not json', "header is not JSON"),
+            ('{"format": "vipfast-allocator", "version": 2, "allocator": "beta"}', "'config' must be a dict"),
+            ('{"format": "vipfast-allocator", "version": 2, "allocator": "nope", "config": {}}', "unknown allocator"),
+            ('{"format": "vipfast-allocator", "version": 2, "allocator": "beta", "config": {"bogus": 1}}',
+             "cannot restore.*bogus"),
+            ('{"format": "vipfast-allocator", "version": 2, "allocator": "beta", "config": {}}',
+             "cannot restore"),
+        ],
+    )
+    def test_bad_headers_are_named(self, tmp_path, header, message):
+        path = tmp_path / "bad.npz"
+        np.savez(path, header=np.array(header))
+        with pytest.raises(ValueError, match=message):
+            load_allocator(path)
+
+    def test_interrupted_save_keeps_the_previous_checkpoint(self, tmp_path, monkeypatch):
+        path = tmp_path / "allocator.npz"
+        allocator = build("knapsack")
+        allocator.update(allocator.plan(["a"]), [1, 0, 0, 0, 0, 0])
+        allocator.save(path)
+        before = path.read_bytes()
+
+        def crash(*args, **kwargs):
+            raise KeyboardInterrupt("power cut while writing")
+
+        monkeypatch.setattr(np, "savez", crash)
+        with pytest.raises(KeyboardInterrupt):
+            allocator.save(path)
+        assert path.read_bytes() == before
+        assert list(tmp_path.iterdir()) == [path]
+
+    def test_a_killed_save_leaves_no_temporaries_behind_the_next_save(self, tmp_path):
+        path = tmp_path / "allocator.npz"
+        (tmp_path / ".allocator.npz.abc123.tmp").write_bytes(b"half a checkpoint")
+        build("uniform").save(path)
+        assert sorted(p.name for p in tmp_path.iterdir()) == ["allocator.npz"]
+
+    def test_saves_keep_the_file_mode(self, tmp_path):
+        path = tmp_path / "allocator.npz"
+        old = os.umask(0o022)
+        try:
+            build("uniform").save(path)
+        finally:
+            os.umask(old)
+        assert stat.S_IMODE(path.stat().st_mode) == 0o644
+        path.chmod(0o640)
+        build("uniform").save(path)
+        assert stat.S_IMODE(path.stat().st_mode) == 0o640
+
+    def test_loading_as_the_wrong_class_is_refused(self, tmp_path):
+        path = tmp_path / "uniform.npz"
+        UniformAllocator().save(path)
+        with pytest.raises(ValueError, match="holds a UniformAllocator, not a VIPAllocator"):
+            VIPAllocator.load(path)
+
+
+def test_stats_report_predictions_and_latency(rng):
+    allocator = build("vipfast")
+    keys, embeddings = random_batch(rng, 20)
+    learn_rates(allocator, rng, keys, embeddings, np.full(20, 0.5), steps=3)
+    stats = allocator.stats()
+    assert stats["name"] == "vipfast" and stats["config"]["min_rollouts"] == 2
+    assert stats["latency_s"]["plan"] > 0 and stats["latency_s"]["update"] > 0
+    predictions = stats["predictions"]
+    assert predictions["updates"] == 3 and predictions["rollouts"] == 3 * 120
+    assert 0 <= predictions["brier"] <= 1 and 0 <= predictions["ece"] <= 1 and predictions["p_spread"] >= 0
+    assert stats["prompts_held"] == 20 and stats["calibration"]["scale"] > 0
+    assert build("uniform").stats()["predictions"]["brier"] is None
+
+
+def test_prediction_monitor_matches_a_direct_computation(rng):
+    from vipfast.allocators.monitor import PredictionMonitor
+
+    monitor = PredictionMonitor(window=3)
+    records, seen = [], (0.0, 0.0)
+    for _ in range(5):
+        p = rng.uniform(0, 1, 9)
+        trials = rng.integers(0, 6, 9)
+        outcomes = [rng.random(n) < pi for pi, n in zip(p, trials)]
+        successes = np.array([o.sum() for o in outcomes], dtype=float)
+        base = (seen[0] + 1) / (seen[1] + 2)
+        records.append((p, outcomes, base))
+        seen = (seen[0] + successes.sum(), seen[1] + trials.sum())
+        monitor.record(p, successes, trials)
+    flat_p = np.concatenate([np.repeat(p, [len(o) for o in outs]) for p, outs, _ in records[-3:]])
+    flat_y = np.concatenate([np.concatenate(outs) for _, outs, _ in records[-3:]]).astype(float)
+    flat_base = np.concatenate([np.full(sum(len(o) for o in outs), b) for _, outs, b in records[-3:]])
+    summary = monitor.summary()
+    np.testing.assert_allclose(summary["brier"], np.mean((flat_p - flat_y) ** 2), rtol=1e-12, err_msg=rng.seed_for_message)
+    np.testing.assert_allclose(summary["global_rate_brier"], np.mean((flat_base - flat_y) ** 2), rtol=1e-12)
+    bins = np.minimum((flat_p * 10).astype(int), 9)
+    ece = sum(abs(flat_p[bins == b].sum() - flat_y[bins == b].sum()) for b in range(10)) / len(flat_p)
+    np.testing.assert_allclose(summary["ece"], ece, rtol=1e-12)

@@ -1,0 +1,78 @@
+"""The native key index and the per-prompt table built on it, against a dict reference."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from vipfast import _core
+from vipfast.allocators.prompt_table import PromptTable
+
+
+def test_key_index_matches_a_dict(rng):
+    index, reference = _core.KeyIndex(), {}
+    for _ in range(50):
+        keys = rng.integers(0, 2**64 - 1, size=int(rng.integers(0, 200)), dtype=np.uint64, endpoint=True)
+        keys[: len(keys) // 3] = rng.choice(np.array(list(reference) or [7], dtype=np.uint64), len(keys) // 3)
+        probe = np.r_[keys, rng.integers(0, 2**64 - 1, 20, dtype=np.uint64)]
+        expected_found = [reference.get(int(k), -1) for k in probe]
+        np.testing.assert_array_equal(index.find(probe), expected_found, err_msg=rng.seed_for_message)
+        for k in keys.tolist():
+            reference.setdefault(k, len(reference))
+        np.testing.assert_array_equal(index.insert(keys), [reference[k] for k in keys.tolist()])
+    assert len(index) == len(reference)
+    np.testing.assert_array_equal(index.keys(), np.array(list(reference), dtype=np.uint64))
+
+
+def test_key_index_edge_keys_and_repeats():
+    extremes = np.array([0, 1, 2**63, 2**64 - 1], dtype=np.uint64)
+    index = _core.KeyIndex(extremes)
+    np.testing.assert_array_equal(index.find(extremes), [0, 1, 2, 3])
+    np.testing.assert_array_equal(index.find(np.zeros(0, np.uint64)), [])
+    with pytest.raises(ValueError, match=r"keys\[2\] = 5 repeats keys\[0\]"):
+        _core.KeyIndex(np.array([5, 6, 5], dtype=np.uint64))
+    with pytest.raises(ValueError, match="must be 1-D"):
+        index.find(np.zeros((2, 2), np.uint64))
+
+
+def test_a_million_prompts_fit_in_well_under_100_mb():
+    table = PromptTable({"successes": 0.0, "trials": 0.0}, capacity=1 << 21, dtype=np.float32)
+    keys = np.arange(1_000_000, dtype=np.uint64) * np.uint64(0x9E3779B97F4A7C15)
+    for start in range(0, len(keys), 100_000):
+        table.insert(keys[start:start + 100_000])
+    assert len(table) == 1_000_000
+    assert table.memory_bytes < 64 * 2**20, table.memory_bytes
+
+
+def test_table_reads_defaults_for_absent_prompts_and_evicts_the_least_recent(rng):
+    table = PromptTable({"value": -1.0}, capacity=64)
+    first = np.arange(40, dtype=np.uint64)
+    table.write("value", table.insert(first), np.arange(40.0))
+    np.testing.assert_array_equal(table.read("value", np.array([3, 99], dtype=np.uint64)), [3.0, -1.0])
+    table.insert(first[:10])  # touch the first ten again
+    second = np.arange(100, 140, dtype=np.uint64)
+    table.write("value", table.insert(second), 1.0)
+    assert len(table) <= 64
+    assert (table.rows(first[:10]) >= 0).all() and (table.rows(second) >= 0).all()
+    assert (table.rows(first[10:]) < 0).any()
+    np.testing.assert_array_equal(table.read("value", first[:10]), np.arange(10.0))
+    with pytest.raises(ValueError, match="does not fit a table of capacity 64"):
+        table.insert(np.arange(1000, 1100, dtype=np.uint64))
+
+
+def test_table_state_round_trips(rng):
+    table = PromptTable({"a": 0.0, "b": 1.0}, capacity=100)
+    keys = rng.integers(0, 2**63, 80, dtype=np.uint64)
+    rows = table.insert(keys)
+    table.write("a", rows, rng.normal(size=80))
+    restored = PromptTable({"a": 0.0, "b": 1.0}, capacity=100)
+    restored.load_state_arrays(table.state_arrays())
+    for name in ("a", "b"):
+        np.testing.assert_array_equal(restored.read(name, keys), table.read(name, keys))
+    more = rng.integers(0, 2**63, 60, dtype=np.uint64)
+    table.insert(more), restored.insert(more)
+    np.testing.assert_array_equal(restored.keys(), table.keys())
+    broken = table.state_arrays()
+    broken["column/a"] = broken["column/a"][:-1]
+    with pytest.raises(ValueError, match="column/a"):
+        restored.load_state_arrays(broken)

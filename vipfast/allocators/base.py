@@ -1,0 +1,194 @@
+"""What every allocator shares: the budget rule, the bounds, plan/update bookkeeping and checkpoints.
+
+A rule is one subclass that says how it weighs a batch (`weigh`), how it turns weights into counts
+(`solve`, the exact solver by default) and what it learns from outcomes (`learn`); its state goes to
+checkpoints through `state_arrays` / `load_state_arrays`.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections import deque
+from typing import Any, Protocol, runtime_checkable
+
+import numpy as np
+
+from .._validation import as_uint64_keys
+from ..allocation import allocate, estimator_min_rollouts
+from ..embedders import prompt_keys
+from .checkpoint import read_checkpoint, write_checkpoint
+from .monitor import PredictionMonitor
+from .plan import Plan, successes_per_group
+
+__all__ = ["Allocator", "AllocatorBase", "Weighing"]
+
+
+@runtime_checkable
+class Allocator(Protocol):
+    """The interface every allocator implements; `make_allocator(name)` builds one by name."""
+
+    name: str
+
+    def plan(self, prompts=None, *, keys=None, embeddings=None) -> Plan: ...
+
+    def update(self, plan: Plan, rewards, group_sizes=None) -> None: ...
+
+    def budget_for(self, num_prompts: int) -> int: ...
+
+    def stats(self) -> dict: ...
+
+    def save(self, path) -> None: ...
+
+
+class Weighing(dict):
+    """What a rule's `weigh` returns: `weights` [Q], and optionally `p` [Q], `embeddings`, `prediction`."""
+
+
+class AllocatorBase:
+    """Budget rule, bounds, timing, monitoring and checkpoint plumbing shared by every allocator.
+
+    Shared options, accepted by every allocator (each ignores those it does not use):
+    budget_per_prompt / budget, estimator, min_rollouts, max_rollouts, reward_threshold,
+    embedder, embedding_dim, embedding_cache_size.
+    """
+
+    name = "base"
+
+    def __init__(self, *, budget_per_prompt=8.0, budget=None, estimator="rloo", min_rollouts=4, max_rollouts=32,
+                 reward_threshold=None, embedder=None, embedding_dim=None, embedding_cache_size=None):
+        min_n = estimator_min_rollouts(estimator)
+        if min_rollouts < min_n:
+            raise ValueError(f"min_rollouts = {min_rollouts} is below estimator '{estimator}''s domain n >= {min_n}")
+        if max_rollouts < min_rollouts:
+            raise ValueError(f"min_rollouts ({min_rollouts}) exceeds max_rollouts ({max_rollouts})")
+        if budget is None and not (np.isfinite(budget_per_prompt) and budget_per_prompt > 0):
+            raise ValueError(f"budget_per_prompt must be a positive number, got {budget_per_prompt}")
+        if budget is not None and int(budget) < 0:
+            raise ValueError(f"budget must be >= 0, got {budget}")
+        if reward_threshold is not None and not np.isfinite(reward_threshold):
+            raise ValueError(f"reward_threshold must be a finite number or None, got {reward_threshold}")
+        self.config = dict(budget_per_prompt=float(budget_per_prompt), budget=None if budget is None else int(budget),
+                           estimator=estimator, min_rollouts=int(min_rollouts), max_rollouts=int(max_rollouts),
+                           reward_threshold=None if reward_threshold is None else float(reward_threshold))
+        self.latency = {"plan": deque(maxlen=100), "update": deque(maxlen=100)}
+        self.monitor = PredictionMonitor()
+        # plan/update/save may run on different threads (the trainer learns beside the torch update).
+        self._lock = threading.RLock()
+
+    # -- the budget --------------------------------------------------------------------------------
+    @property
+    def bounds(self) -> dict:
+        return dict(min_rollouts=self.config["min_rollouts"], max_rollouts=self.config["max_rollouts"])
+
+    def budget_for(self, num_prompts: int) -> int:
+        budget = self.config["budget"]
+        if budget is None:
+            budget = int(round(self.config["budget_per_prompt"] * num_prompts))
+        lo, hi = num_prompts * self.config["min_rollouts"], num_prompts * self.config["max_rollouts"]
+        if not lo <= budget <= hi:
+            raise ValueError(f"budget {budget} is infeasible for {num_prompts} prompts with {self.config['min_rollouts']}"
+                             f" <= n <= {self.config['max_rollouts']}: it must lie in [{lo}, {hi}]")
+        return budget
+
+    # -- plan and update ---------------------------------------------------------------------------
+    def plan(self, prompts=None, *, keys=None, embeddings=None) -> Plan:
+        """Counts for one batch: prompt texts, or `keys=` (uint64 [Q]) and, for rules that embed, `embeddings=`."""
+        started = time.perf_counter()
+        keys, prompts = _resolve_keys(prompts, keys)
+        with self._lock:
+            weighing = self.weigh(keys, prompts, embeddings)
+            counts = self.solve(weighing, self.budget_for(len(keys)))
+        plan = Plan(keys=keys, counts=counts, weights=np.asarray(weighing["weights"], dtype=np.float64),
+                    p=weighing.get("p"), embeddings=weighing.get("embeddings"), prediction=weighing.get("prediction"),
+                    prompts=None if prompts is None else tuple(prompts))
+        self.latency["plan"].append(time.perf_counter() - started)
+        return plan
+
+    def update(self, plan: Plan, rewards, group_sizes=None) -> None:
+        """Learn from the rewards of a plan's rollouts (any plan this allocator made, in any order).
+
+        rewards: flat [N], grouped prompt by prompt in the plan's order; group_sizes [Q] rollouts of
+        each prompt (default: the planned counts; 0 for a prompt none of whose rollouts came back).
+        Pass `plan.select(rows)` to learn from a subset of its prompts.
+        """
+        started = time.perf_counter()
+        if not isinstance(plan, Plan):
+            raise TypeError(f"update takes the Plan that plan() returned, got {type(plan).__name__}")
+        sizes = plan.counts if group_sizes is None else group_sizes
+        successes, trials = successes_per_group(rewards, sizes, self.config["reward_threshold"])
+        if len(trials) != len(plan):
+            raise ValueError(f"the plan has {len(plan)} prompts but group_sizes has {len(trials)} entries")
+        with self._lock:
+            self.monitor.record(plan.p, successes, trials)
+            self.learn(plan, successes, trials)
+        self.latency["update"].append(time.perf_counter() - started)
+
+    def stats(self) -> dict:
+        with self._lock:
+            return dict(name=self.name, config=dict(self.config), predictions=self.monitor.summary(),
+                        latency_s={k: float(np.median(v)) if v else None for k, v in self.latency.items()},
+                        **self.rule_stats())
+
+    # -- what each rule provides -------------------------------------------------------------------
+    def weigh(self, keys: np.ndarray, prompts, embeddings) -> Weighing:
+        raise NotImplementedError
+
+    def solve(self, weighing: Weighing, budget: int) -> np.ndarray:
+        return allocate(weighing["weights"], budget, estimator=self.config["estimator"], **self.bounds)
+
+    def learn(self, plan: Plan, successes: np.ndarray, trials: np.ndarray) -> None:
+        """Default: nothing to learn."""
+
+    def rule_stats(self) -> dict:
+        return {}
+
+    def unsaved_options(self) -> dict[str, Any]:
+        """Options a checkpoint cannot hold (a custom embedder object): pass them to load_allocator again."""
+        return {}
+
+    def init_options(self) -> dict[str, Any]:
+        """Constructor options beyond the shared ones, as saved in checkpoints (JSON values)."""
+        return {}
+
+    def state_arrays(self) -> dict[str, np.ndarray]:
+        return {}
+
+    def load_state_arrays(self, arrays: dict[str, np.ndarray], version: int) -> None:
+        if arrays:
+            raise ValueError(f"unexpected state entries {sorted(arrays)} for allocator {self.name!r}")
+
+    # -- checkpoints -------------------------------------------------------------------------------
+    def save(self, path) -> None:
+        """Atomic: a crash while saving leaves the previous file at `path` intact."""
+        with self._lock:
+            write_checkpoint(path, self.name, self.config, self.init_options(), self.state_arrays(),
+                             self.monitor.state_arrays())
+
+    @classmethod
+    def load(cls, path, **overrides):
+        from .registry import load_allocator
+
+        allocator = load_allocator(path, **overrides)
+        if not isinstance(allocator, cls):
+            raise ValueError(f"{path} holds a {type(allocator).__name__}, not a {cls.__name__}")
+        return allocator
+
+    def _restore(self, checkpoint) -> None:
+        """Called by load_allocator with a checkpoint read by read_checkpoint."""
+        self.monitor.load_state_arrays(checkpoint.monitor_arrays)
+        self.load_state_arrays(checkpoint.arrays, checkpoint.version)
+
+
+def _resolve_keys(prompts, keys) -> tuple[np.ndarray, list[str] | None]:
+    if prompts is not None and (isinstance(prompts, (str, bytes)) or not hasattr(prompts, "__len__")):
+        raise TypeError(f"prompts must be a sequence of strings, got {type(prompts).__name__}")
+    if keys is not None:
+        keys = as_uint64_keys(keys)
+        if prompts is not None and len(prompts) != len(keys):
+            raise ValueError(f"{len(prompts)} prompts but {len(keys)} keys")
+        return keys, None if prompts is None else list(prompts)
+    if prompts is None:
+        raise ValueError("plan needs prompt texts or keys=")
+    prompts = list(prompts)
+    return prompt_keys(prompts), prompts

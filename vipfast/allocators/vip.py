@@ -1,0 +1,103 @@
+"""VIP (arXiv 2602.01601): a Gaussian-process success predictor over prompt embeddings + the exact solver.
+
+Presets:
+- "vipfast": SuccessGP with Laplace sites, a wide prior (signal variance 64), forgetting 0.99, the fast
+  (inducing-point) engine and recalibration of its logits on the outcomes of its own predictions;
+  weights E[p(1 − p)] under the posterior, so an unexplored prompt is not mistaken for a settled one.
+- "paper": the published VIP code's predictor: fixed bandwidth 0.27, prior mean −5, clipped-rate logits
+  as near-noiseless observations, a last-step fit, sigmoid of the posterior mean, plug-in p(1 − p).
+docs/allocators.md explains both and docs/success_gp.md the GP.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from ..success_gp import SuccessGP
+from .base import AllocatorBase, Weighing
+from .embedding import PromptEmbeddings
+from .registry import register
+
+__all__ = ["VIPAllocator", "PRESETS"]
+
+# Evidence one step old keeps this weight in "paper": older evidence is negligible (a last-step fit).
+PAPER_FORGETTING = 1e-3
+
+PRESETS = {
+    "vipfast": dict(gp=dict(noise="laplace", signal_var=64.0, forgetting=0.99, mode="fast", calibration_window=10),
+                    weights="expected"),
+    "paper": dict(gp=dict(lengthscale=0.27, prior_mean=-5.0, noise="fixed", jitter=1e-4, proba="plugin",
+                          forgetting=PAPER_FORGETTING), weights="plugin"),
+}
+
+
+class VIPAllocator(AllocatorBase):
+    """Predict each prompt's success probability with a SuccessGP over its embedding, then solve exactly.
+
+    preset: "vipfast" or "paper" (PRESETS); gp_options override the preset's SuccessGP options.
+    embedder: "minilm", "hashing", an embedder object, or None when plan() always gets embeddings=.
+    """
+
+    name = "vipfast"
+
+    def __init__(self, budget_per_prompt=8.0, *, preset="vipfast", gp_options=None, embedder="minilm",
+                 embedding_dim=None, embedding_cache_size=1 << 16, **options):
+        if preset not in PRESETS:
+            raise ValueError(f"preset must be one of {tuple(PRESETS)}, got {preset!r}")
+        super().__init__(budget_per_prompt=budget_per_prompt, **options)
+        self.preset = preset
+        self.name = preset
+        self.embeddings = PromptEmbeddings(embedder, embedding_dim, embedding_cache_size)
+        self.gp_options = {**PRESETS[preset]["gp"], **(gp_options or {})}
+        self.gp: SuccessGP | None = None
+        if embedding_dim is not None:
+            self.gp = SuccessGP(int(embedding_dim), **self.gp_options)
+
+    def init_options(self) -> dict:
+        return dict(preset=self.preset, gp_options=self.gp_options, **self.embeddings.options())
+
+    def unsaved_options(self) -> dict:
+        return self.embeddings.unsaved_options()
+
+    def _gp(self, dim: int) -> SuccessGP:
+        if self.gp is None:
+            self.gp = SuccessGP(dim, **self.gp_options)
+        return self.gp
+
+    def weigh(self, keys, prompts, embeddings) -> Weighing:
+        x = self.embeddings(keys, prompts, embeddings)
+        prediction = self._gp(x.shape[1]).predict(keys, x)
+        p = prediction.proba
+        weights = prediction.weight if PRESETS[self.preset]["weights"] == "expected" else p * (1 - p)
+        return Weighing(p=p, weights=weights, embeddings=x, prediction=prediction)
+
+    def learn(self, plan, successes, trials) -> None:
+        if plan.embeddings is None:
+            raise ValueError("this plan carries no embeddings: update a VIPAllocator with the Plan its plan() returned")
+        gp = self._gp(plan.embeddings.shape[1])
+        gp.observe(plan.keys, plan.embeddings, successes, trials, prediction=plan.prediction)
+        gp.advance()
+
+    def rule_stats(self) -> dict:
+        if self.gp is None:
+            return dict(prompts_held=0)
+        offset, scale = self.gp.calibration
+        return dict(prompts_held=self.gp.num_stored, calibration=dict(offset=offset, scale=scale))
+
+    def state_arrays(self) -> dict[str, np.ndarray]:
+        if self.gp is None:
+            return {}
+        return {f"gp/{k}": np.asarray(v) for k, v in self.gp.state_dict().items()}
+
+    def load_state_arrays(self, arrays, version) -> None:
+        gp_state = {k.removeprefix("gp/"): v for k, v in arrays.items() if k.startswith("gp/")}
+        unknown = [k for k in arrays if not k.startswith(("gp/", "planned/"))]  # version 1 kept planned embeddings
+        if unknown:
+            raise ValueError(f"unexpected state entries {unknown} for allocator {self.name!r}")
+        if gp_state:
+            self.gp = SuccessGP.from_state_dict({k: (v.item() if v.ndim == 0 else v) for k, v in gp_state.items()})
+            self.embeddings.dim = self.gp.dim
+
+
+for _preset in PRESETS:
+    register(_preset, VIPAllocator, f"VIP: SuccessGP over embeddings ({_preset} preset) + exact solver", preset=_preset)
