@@ -28,7 +28,7 @@ def value_reference(n, p, alpha, beta, tau, eps=0.01):
     p = min(max(p, eps), 1 - eps)
     if p in (0.0, 1.0):
         return 0.0  # no uncertainty left to reduce, whatever the density says
-    return (1 - math.exp(-n / tau * p * (1 - p))) * stats.beta.pdf(p, alpha, beta)
+    return -math.expm1(-n / tau * p * (1 - p)) * stats.beta.pdf(p, alpha, beta)  # 1 - exp(-x), exact for tiny x
 
 
 def shape_reference(failure, total):
@@ -160,12 +160,15 @@ def test_coba_value_matches_the_reference_on_random_inputs(rng):
 
 @pytest.mark.parametrize("alpha, beta", [(0.3, 2.0), (2.0, 0.3), (0.5, 0.5), (1.0, 1.0), (1.0, 4.0)])
 def test_coba_value_without_smoothing_is_zero_at_the_ends_even_where_the_density_is_infinite(alpha, beta):
-    values = coba_values([0.0, 1.0, 1e-200, 1 - 1e-16], np.arange(2, 33), alpha, beta, 3.0, smoothing=0.0)
+    """V -> 0 toward p = 0 and p = 1 (like n p^alpha / (tau B) near 0) and is 0 there, not inf or nan."""
+    toward_zero, toward_one = 10.0 ** -np.arange(2, 12, 3), 1 - 10.0 ** -np.arange(2, 12, 3)
+    p = np.r_[0.0, 1.0, toward_zero, toward_one]
+    values = coba_values(p, np.arange(2, 33), alpha, beta, 3.0, smoothing=0.0)
     assert np.all(np.isfinite(values)) and np.all(values >= 0)
     np.testing.assert_array_equal(values[:2], 0.0)
-    # just inside the ends V is the limit's size n p^alpha / (tau B(alpha, beta)), never infinite
-    near = 1e-200 * 2 / 3.0 * (1e-200) ** (alpha - 1) / math.exp(math.lgamma(alpha) + math.lgamma(beta) - math.lgamma(alpha + beta))
-    np.testing.assert_allclose(values[2, 0], near, rtol=1e-9)
+    expected = [[value_reference(n, x, alpha, beta, 3.0, eps=0.0) for n in range(2, 33)] for x in p[2:]]
+    np.testing.assert_allclose(values[2:], expected, rtol=1e-9)
+    assert np.all(np.diff(values[2:6, 0]) < 0) and np.all(np.diff(values[6:, 0]) < 0)
 
 
 def test_coba_value_is_concave_in_n_for_every_p_and_shape(rng):
@@ -209,7 +212,8 @@ def test_coba_exact_optimum_equals_brute_force_and_the_heap_greedy(rng):
         budget = int(rng.integers(q * lo, q * hi + 1))
         counts = vipfast.allocate(None, budget, min_rollouts=lo, curve=-values)
         assert counts.sum() == budget and counts.min() >= lo and counts.max() <= hi
-        best = max(total_value(values, c, lo) for c in itertools.product(range(lo, hi + 1), repeat=q) if sum(c) == budget)
+        feasible = (c for c in itertools.product(range(lo, hi + 1), repeat=q) if sum(c) == budget)
+        best = max(total_value(values, c, lo) for c in feasible)
         greedy = total_value(values, heap_greedy(values, lo, budget), lo)
         found = total_value(values, counts, lo)
         assert found == pytest.approx(best, rel=1e-12, abs=1e-15), rng.seed_for_message
@@ -349,7 +353,8 @@ def greso_steps(allocator, reference, rng, pool, rates, steps, size=12):
 
 
 def test_greso_keep_probabilities_and_adaptation_follow_the_reference(rng):
-    allocator = make_allocator("greso", budget_per_prompt=4.0, min_rollouts=2, max_rollouts=8, seed=int(rng.integers(1000)))
+    allocator = make_allocator("greso", budget_per_prompt=4.0, min_rollouts=2, max_rollouts=8,
+                               seed=int(rng.integers(1000)))
     reference = GresoReference()
     pool = np.sort(rng.integers(0, 2**64, size=24, dtype=np.uint64))
     rates = np.r_[np.zeros(8), np.ones(8), rng.uniform(0.2, 0.8, 8)]
