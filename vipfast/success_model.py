@@ -33,23 +33,21 @@ __all__ = ["SuccessModel", "SuccessPrediction"]
 
 _NEWTON_STEPS = 30
 _HERMITE = np.polynomial.hermite_e.hermegauss(48)
-_PREDICTIVE_NODES = np.polynomial.hermite_e.hermegauss(24)
+_PREDICTIVE_NODES = np.polynomial.hermite_e.hermegauss(16)
 # Candidate prompt-effect variances τ² (logit²) and the per-update weight of past scores.
-_PROMPT_VAR_GRID = np.geomspace(0.05, 200.0, 25)
+_PROMPT_VAR_GRID = np.geomspace(0.05, 100.0, 12)
 _PROMPT_VAR_FORGETTING = 0.9
 
 
 class SuccessPrediction(NamedTuple):
     """Per prompt, float64 [Q] each (gp: the GP's own prediction, handed back to observe)."""
 
-    mean: np.ndarray       # posterior mean of the logit f (recalibrated)
-    var: np.ndarray        # its variance
-    proba: np.ndarray      # p-hat = E[σ(f)] (moderated)
-    weight: np.ndarray     # E[σ(f)(1 − σ(f))], the allocation weight
-    raw_mean: np.ndarray   # before recalibration: what the calibration scores
-    raw_var: np.ndarray
-    prior_mean: np.ndarray  # the embeddings' prior for f_q: the GP's cavity at the prompt, and its variance
-    cavity_var: np.ndarray  # (the prior's variance is cavity_var + τ²)
+    mean: np.ndarray         # posterior mean of the logit f
+    var: np.ndarray          # its variance
+    proba: np.ndarray        # p-hat = E[σ(f)]
+    weight: np.ndarray       # E[σ(f)(1 − σ(f))], the allocation weight
+    cavity_mean: np.ndarray  # the GP at the prompt without its own site (what the embeddings say of g)
+    cavity_var: np.ndarray   # the prior for f is the recalibrated N(cavity_mean, cavity_var + τ²)
     own_successes: np.ndarray  # the prompt's own forgotten counts the posterior used
     own_trials: np.ndarray
     gp: object
@@ -77,10 +75,11 @@ class SuccessModel:
         self.prompt_var = float(prompt_var)
         self.fixed_prompt_var = bool(fixed_prompt_var)
         self.forgetting = float(forgetting)
-        self.counts = PromptTable({"successes": 0.0, "trials": 0.0, "step": 0.0}, capacity=capacity)
+        self.counts = PromptTable({"successes": 0.0, "trials": 0.0, "step": 0.0}, capacity=capacity, dtype=np.float32)
         self.calibration_window = int(calibration_window)
         self.calibration = _core.LogitCalibration(self.calibration_window)
-        self.prompt_var_scores = np.zeros(len(_PROMPT_VAR_GRID))
+        self.prompt_var_scores = np.zeros((2, len(_PROMPT_VAR_GRID)))  # [identity, recalibrated] x τ² grid
+        self.use_calibration = False
         self.step = 0
 
     # -- prediction ---------------------------------------------------------------------------------
@@ -110,16 +109,23 @@ class SuccessModel:
         target[held] = stored["targets"][rows[held]]
         return precision, target
 
+    def _prior(self, cavity_mean, cavity_var, prompt_var, calibrated=None):
+        """The prior for f: N(m, v + τ²) from the embeddings, recalibrated (a + b m, b² (v + τ²)) when the
+        running scores say the map predicts better than the identity."""
+        calibrated = self.use_calibration if calibrated is None else calibrated
+        if not calibrated:
+            return cavity_mean, cavity_var + prompt_var
+        return self.calibration.apply(cavity_mean, cavity_var + prompt_var)
+
     def predict(self, keys, embeddings) -> SuccessPrediction:
         keys = as_uint64_keys(keys)
         gp_prediction = self.gp.predict(keys, embeddings)
-        prior_mean, cavity_var = self._cavity(keys, gp_prediction)
+        cavity_mean, cavity_var = self._cavity(keys, gp_prediction)
+        prior_mean, prior_var = self._prior(cavity_mean, cavity_var, self.prompt_var)
         successes, trials = self.own_counts(keys)
-        raw_mean, raw_var = _laplace_posterior(prior_mean, cavity_var + self.prompt_var, successes, trials)
-        mean, var = self.calibration.apply(raw_mean, raw_var)
+        mean, var = _laplace_posterior(prior_mean, prior_var, successes, trials)
         proba, weight = _moments(mean, var)
-        return SuccessPrediction(mean, var, proba, weight, raw_mean, raw_var, prior_mean, cavity_var, successes, trials,
-                                 gp_prediction)
+        return SuccessPrediction(mean, var, proba, weight, cavity_mean, cavity_var, successes, trials, gp_prediction)
 
     # -- learning -------------------------------------------------------------------------------------
     def observe(self, keys, embeddings, successes, trials, prediction: SuccessPrediction | None = None) -> None:
@@ -128,7 +134,8 @@ class SuccessModel:
         trials = np.asarray(trials, dtype=np.int64)
         if prediction is None:
             prediction = self.predict(keys, embeddings)
-        self.calibration.record(self.step, prediction.raw_mean, prediction.raw_var, successes, trials)
+        self.calibration.record(self.step, prediction.cavity_mean, prediction.cavity_var + self.prompt_var, successes,
+                                trials)
         if not self.fixed_prompt_var:
             self._update_prompt_var(prediction, successes, trials)
         keys, successes, trials, embeddings = _merge_duplicates(keys, successes, trials, embeddings)
@@ -145,18 +152,24 @@ class SuccessModel:
         self.gp.advance(steps)
 
     def _update_prompt_var(self, prediction, successes, trials) -> None:
-        """Type-II maximum likelihood of τ² on a grid: each row's outcome scored by its predictive under each τ²
-        (the embedding prior widened by τ², updated by the prompt's own past counts), summed with forgetting."""
+        """Type-II maximum likelihood of τ² on a grid, and of recalibrating the prior or not: each row's outcome
+        scored by its predictive under each choice (the prior updated by the prompt's own past counts), summed
+        over updates with forgetting; the best-scoring choice is used from the next prediction on."""
         seen = trials > 0
         if not seen.any():
             return
         own_k, own_n = prediction.own_successes[seen][:, None], prediction.own_trials[seen][:, None]
-        prior_var = prediction.cavity_var[seen][:, None] + _PROMPT_VAR_GRID[None, :]
-        prior_mean = np.broadcast_to(prediction.prior_mean[seen][:, None], prior_var.shape)
-        mean, var = _laplace_posterior(prior_mean, prior_var, own_k, own_n)
-        scores = _log_predictive(mean, var, successes[seen][:, None], trials[seen][:, None]).sum(0)
-        self.prompt_var_scores = _PROMPT_VAR_FORGETTING * self.prompt_var_scores + scores
-        self.prompt_var = float(_PROMPT_VAR_GRID[int(np.argmax(self.prompt_var_scores))])
+        cavity_mean, cavity_var = prediction.cavity_mean[seen][:, None], prediction.cavity_var[seen][:, None]
+        tau2 = np.broadcast_to(_PROMPT_VAR_GRID[None, :], (len(cavity_mean), len(_PROMPT_VAR_GRID)))
+        for choice, calibrated in enumerate((False, True)):
+            mean, var = self._prior(np.broadcast_to(cavity_mean, tau2.shape).ravel(),
+                                    np.broadcast_to(cavity_var, tau2.shape).ravel(), tau2.ravel(), calibrated)
+            mean, var = _laplace_posterior(mean.reshape(tau2.shape), var.reshape(tau2.shape), own_k, own_n)
+            scores = _log_predictive(mean, var, successes[seen][:, None], trials[seen][:, None]).sum(0)
+            self.prompt_var_scores[choice] = _PROMPT_VAR_FORGETTING * self.prompt_var_scores[choice] + scores
+        choice, best = np.unravel_index(int(np.argmax(self.prompt_var_scores)), self.prompt_var_scores.shape)
+        self.use_calibration = bool(choice)
+        self.prompt_var = float(_PROMPT_VAR_GRID[best])
 
     # -- inspection and state ------------------------------------------------------------------------
     @property
@@ -181,6 +194,7 @@ class SuccessModel:
         arrays["calibration/window"] = np.array(self.calibration_window)
         arrays["prompt_var"] = np.array(self.prompt_var)
         arrays["prompt_var_scores"] = self.prompt_var_scores.copy()
+        arrays["use_calibration"] = np.array(self.use_calibration)
         arrays["step"] = np.array(self.step)
         return arrays
 
@@ -195,6 +209,7 @@ class SuccessModel:
         self.calibration.restore(float(offset), float(log_scale), arrays["calibration/records"])
         self.prompt_var = float(arrays["prompt_var"])
         self.prompt_var_scores = np.asarray(arrays["prompt_var_scores"], dtype=np.float64).copy()
+        self.use_calibration = bool(arrays["use_calibration"])
         self.step = int(arrays["step"])
 
 
