@@ -533,6 +533,13 @@ def test_extra_rollouts_equals_brute_force(estimator, rng):
         assert got == pytest.approx(brute_force_extra(weights, first, extra, high, estimator), rel=1e-12, abs=1e-300)
 
 
+def test_extra_rollouts_with_extreme_weights():
+    # the heavy prompts take their 5 units of room; the last unit goes by weight, not by index
+    np.testing.assert_array_equal(extra_rollouts([1e300, 0.0, 1.0, 1e300], [2, 2, 2, 5], 6, max_rollouts=6), [4, 0, 1, 1])
+    np.testing.assert_array_equal(extra_rollouts([0.0, 1e-300, 2e-300], [2, 2, 2], 3, max_rollouts=4), [0, 1, 2])
+    np.testing.assert_array_equal(extra_rollouts(np.zeros(3), [2, 2, 2], 4, max_rollouts=4), [2, 1, 1])
+
+
 def test_extra_rollouts_refuses_bad_input():
     with pytest.raises(ValueError, match="room"):
         extra_rollouts([1.0, 1.0], [3, 4], 4, max_rollouts=5)

@@ -68,7 +68,7 @@ def max_variance_selection(rewards, group_sizes, keep: int) -> np.ndarray:
 class PODSSampler(Sampler):
     """Generate the allocator's plan; in each group train on the `keep` rollouts of largest reward variance.
 
-    A group's advantages are computed over its kept rollouts only (as published); a group with at most
+    The kept rollouts are the advantage group (the update sees only the subset); a group with at most
     `keep` rollouts is kept whole. Every generated rollout counts and reaches the allocator.
     """
 

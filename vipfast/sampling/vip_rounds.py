@@ -55,6 +55,8 @@ def extra_rollouts(weights, first, extra: int, *, max_rollouts: int, estimator: 
         return np.zeros(len(first), dtype=np.int64)
     low, span = int(first.min()), int(room.max())
     curve = _variance_curve(estimator, low, max_rollouts)
+    if weights.max() > 1:  # the argmin ignores scale; costs <= 1 keep the padding below overflow
+        weights = weights / weights.max()
     step = np.arange(span + 1)[None, :]
     real = step <= room[:, None]                                              # [Q, span + 1]
     counts = np.minimum(first[:, None] + step, max_rollouts)
