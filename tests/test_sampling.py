@@ -489,7 +489,26 @@ def test_max_variance_selection_refuses_bad_input():
         max_variance_selection([0.0, 1.0], [2], 0)
     with pytest.raises(ValueError, match="whole numbers"):
         max_variance_selection([0.0, 1.0], [1.5, 0.5], 1)
+    with pytest.raises(ValueError, match="1-D"):
+        max_variance_selection([[0.0, 1.0]], [2], 1)
+    with pytest.raises(TypeError, match="rewards"):
+        max_variance_selection(["a", "b"], [2], 1)
+    with pytest.raises(ValueError, match="add up"):
+        max_variance_selection([0.0, 1.0], [2**62, -(2**62) + 2], 1)
     assert max_variance_selection([], [], 3).shape == (0,)
+    assert max_variance_selection([3.0, 1.0, 2.0], [3], 2**62).all()  # keep beyond any group: everything
+
+
+def test_group_helpers_refuse_bad_input():
+    with pytest.raises(ValueError, match="add up"):
+        informative_groups([0.0, 1.0, 1.0], [2])
+    with pytest.raises(ValueError, match=r"rewards\[1\]"):
+        informative_groups([0.0, np.inf], [2])
+    with pytest.raises(ValueError, match="exit_rule"):
+        exits("balance", [1], [1], 4)
+    with pytest.raises(ValueError, match="group_size"):
+        balanced_downsample(np.array([True]), 0)
+    np.testing.assert_array_equal(balanced_downsample(np.array([1, 1, 0, 1]), 2), [0, 2])  # 0/1 ints as flags
 
 
 def test_pods_trains_on_each_groups_max_variance_subset(rng):
@@ -538,6 +557,14 @@ def test_extra_rollouts_with_extreme_weights():
     np.testing.assert_array_equal(extra_rollouts([1e300, 0.0, 1.0, 1e300], [2, 2, 2, 5], 6, max_rollouts=6), [4, 0, 1, 1])
     np.testing.assert_array_equal(extra_rollouts([0.0, 1e-300, 2e-300], [2, 2, 2], 3, max_rollouts=4), [0, 1, 2])
     np.testing.assert_array_equal(extra_rollouts(np.zeros(3), [2, 2, 2], 4, max_rollouts=4), [2, 1, 1])
+
+
+def test_extra_rollouts_with_a_huge_upper_bound_needs_no_huge_table():
+    first = np.array([2, 3, 2])
+    delta = extra_rollouts([0.2, 0.1, 0.05], first, 5, max_rollouts=2**62)
+    np.testing.assert_array_equal(delta, extra_rollouts([0.2, 0.1, 0.05], first, 5, max_rollouts=8))
+    with pytest.raises(ValueError, match="room"):
+        extra_rollouts([0.2], [2], 2**63 - 1, max_rollouts=2**62)
 
 
 def test_extra_rollouts_refuses_bad_input():

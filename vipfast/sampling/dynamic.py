@@ -8,7 +8,7 @@ import numpy as np
 
 from .base import Sampler, plan_for, register_sampler
 from .batch import Generate, Observation, PromptSource, Prompts, StepBatch
-from .ledger import RolloutLedger, check_count, check_num_prompts, check_number
+from .ledger import RolloutLedger, check_count, check_groups, check_num_prompts, check_number
 
 __all__ = ["DynamicSampler", "informative_groups"]
 
@@ -19,7 +19,7 @@ def informative_groups(rewards: np.ndarray, sizes: np.ndarray) -> np.ndarray:
     Compares max and min exactly: a standard deviation computed in floating point is not exactly 0 for
     every constant group (np.std([0.1] * 3) > 0), so it cannot decide "all equal".
     """
-    sizes = np.asarray(sizes, dtype=np.int64)
+    rewards, sizes = check_groups(rewards, sizes)
     informative = np.zeros(len(sizes), dtype=bool)
     nonempty = sizes > 0
     if nonempty.any():

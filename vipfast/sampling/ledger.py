@@ -7,10 +7,11 @@ import numbers
 
 import numpy as np
 
+from .._validation import as_float64_array, as_int64_array
 from .base import _check_outcomes
 from .batch import Generate, Observation, Prompts, StepBatch
 
-__all__ = ["RolloutLedger", "check_num_prompts", "check_choice", "check_count", "check_number"]
+__all__ = ["RolloutLedger", "check_num_prompts", "check_choice", "check_count", "check_number", "check_groups"]
 
 
 class RolloutLedger:
@@ -86,6 +87,17 @@ def check_number(name: str, value, low: float = -math.inf, high: float = math.in
         upper = "" if high == math.inf else f"{' and' if lower else ''} <= {high:g}"
         raise ValueError(f"{name} must be a finite number{lower}{upper}, got {value!r}")
     return float(value)
+
+
+def check_groups(rewards, group_sizes) -> tuple[np.ndarray, np.ndarray]:
+    """(rewards float64 [N], sizes int64 [G]) of ragged groups: finite rewards, sizes >= 0 adding up to N."""
+    rewards = as_float64_array(rewards, "rewards", 1)
+    sizes = as_int64_array(group_sizes, "group_sizes")
+    if (sizes.size and sizes.min() < 0) or int(sizes.sum()) != len(rewards):
+        raise ValueError(f"group_sizes must be >= 0 and add up to the {len(rewards)} rewards, got {sizes}")
+    if not np.all(np.isfinite(rewards)):
+        raise ValueError(f"rewards[{int(np.flatnonzero(~np.isfinite(rewards))[0])}] is not finite")
+    return rewards, sizes
 
 
 def check_count(name: str, value, minimum: int) -> int:

@@ -16,10 +16,9 @@ from __future__ import annotations
 
 import numpy as np
 
-from .._validation import as_float64_array, as_int64_array
 from .base import Sampler, plan_for, register_sampler
 from .batch import Generate, Observation, PromptSource, StepBatch
-from .ledger import RolloutLedger, check_count, check_num_prompts
+from .ledger import RolloutLedger, check_count, check_groups, check_num_prompts
 
 __all__ = ["PODSSampler", "max_variance_selection"]
 
@@ -28,16 +27,12 @@ def max_variance_selection(rewards, group_sizes, keep: int) -> np.ndarray:
     """bool [N]: in each group (consecutive runs of `group_sizes` rewards), the min(keep, n) rollouts of largest
     reward variance: the i lowest and the rest highest, for the best i (ties: the fewest lowest; among equal
     rewards, the earlier rollout counts as lower)."""
-    rewards = as_float64_array(rewards, "rewards", 1)
-    sizes = as_int64_array(group_sizes, "group_sizes")
+    rewards, sizes = check_groups(rewards, group_sizes)
     keep = check_count("keep", keep, 1)
-    if (sizes.size and sizes.min() < 0) or int(sizes.sum()) != len(rewards):
-        raise ValueError(f"group_sizes must be >= 0 and add up to the {len(rewards)} rewards, got {sizes}")
-    if not np.all(np.isfinite(rewards)):
-        raise ValueError(f"rewards[{int(np.flatnonzero(~np.isfinite(rewards))[0])}] is not finite")
     if not len(rewards):
         return np.zeros(0, dtype=bool)
     width = int(sizes.max())
+    keep = min(keep, width)
     valid = np.arange(width)[None, :] < sizes[:, None]                       # [Q, width]
     padded = np.full(valid.shape, np.inf)
     padded[valid] = rewards

@@ -25,6 +25,7 @@ def exits(rule: str, successes, failures, group_size: int) -> np.ndarray:
 
     "positive": at least one success. "balanced": at least ⌊k/2⌋ successes and ⌈k/2⌉ failures, k = group_size.
     """
+    check_choice("exit_rule", rule, EXIT_RULES)
     successes, failures = np.asarray(successes), np.asarray(failures)
     if rule == "positive":
         return successes >= 1
@@ -35,6 +36,8 @@ def balanced_downsample(success: np.ndarray, group_size: int) -> np.ndarray:
     """Positions (ascending) of the rollouts a pool keeps: up to ⌊k/2⌋ successes, failures for the rest of the
     k slots, successes again where failures run short; the earliest of each kind first. A pool of at most k
     rollouts is kept whole."""
+    success = np.asarray(success, dtype=bool)
+    group_size = check_count("group_size", group_size, 1)
     positives, negatives = np.flatnonzero(success), np.flatnonzero(~success)
     take_positive = min(len(positives), group_size // 2)
     take_negative = min(len(negatives), group_size - take_positive)

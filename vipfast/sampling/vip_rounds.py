@@ -45,21 +45,22 @@ def extra_rollouts(weights, first, extra: int, *, max_rollouts: int, estimator: 
     if not np.all(np.isfinite(weights) & (weights >= 0)):
         bad = int(np.flatnonzero(~(np.isfinite(weights) & (weights >= 0)))[0])
         raise ValueError(f"weights[{bad}] = {weights[bad]}; weights must be finite and >= 0")
-    room = max_rollouts - first
-    if len(weights) != len(first) or (room.size and room.min() < 0):
+    if len(weights) != len(first) or (first.size and first.max() > max_rollouts):
         raise ValueError(f"need one weight per first count ({len(weights)} and {len(first)}) and first counts "
                          f"<= max_rollouts = {max_rollouts}")
-    if not 0 <= extra <= int(room.sum()):
+    room = max_rollouts - first
+    if not 0 <= extra <= int(room.astype(np.float64).sum()):
         raise ValueError(f"extra = {extra} rollouts cannot be placed: the prompts have room for {int(room.sum())}")
     if extra == 0:
         return np.zeros(len(first), dtype=np.int64)
+    room = np.minimum(room, extra)                                            # no prompt can take more than extra
     low, span = int(first.min()), int(room.max())
-    curve = _variance_curve(estimator, low, max_rollouts)
+    curve = _variance_curve(estimator, low, int((first + room).max()))
     if weights.max() > 1:  # the argmin ignores scale; costs <= 1 keep the padding below overflow
         weights = weights / weights.max()
     step = np.arange(span + 1)[None, :]
     real = step <= room[:, None]                                              # [Q, span + 1]
-    counts = np.minimum(first[:, None] + step, max_rollouts)
+    counts = np.minimum(first[:, None] + step, first[:, None] + room[:, None])
     costs = weights[:, None] * curve[counts - low]
     past = np.maximum(step - room[:, None], 0)
     steep = 1.0 + float(np.abs(costs[real]).max())
