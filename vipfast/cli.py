@@ -51,27 +51,29 @@ def bench(args) -> int:
 
 
 def simulate(args) -> int:
-    """Every allocator on the same synthetic population at equal budget: table + PNG."""
-    from dataclasses import fields, replace
+    """Arms x seeds on one named scenario at equal budget: table (also as RESULTS.md-ready markdown), CSV, PNG."""
+    from pathlib import Path
 
-    from .allocators import make_allocator
-    from .experiments import ClusterOracleAllocator, OracleAllocator, Scenario
-    from .experiments import simulate as run_simulation
-    from .experiments.report import summary_table, write_plot
+    from .experiments import scenario as named_scenario
+    from .experiments.report import summary_table, write_csv, write_plot
+    from .experiments.runner import run_arms
+    from .experiments.scenarios import DESCRIPTIONS
 
-    scenario = Scenario(**{f.name: getattr(args, f.name) for f in fields(Scenario)})
+    overrides = {name: getattr(args, name) for name in _scenario_fields() if getattr(args, name) is not None}
+    scenario = named_scenario(args.scenario, **overrides)
     seeds = args.seeds or [scenario.seed]
-    bounds = dict(budget_per_prompt=scenario.budget_per_prompt, min_rollouts=scenario.min_rollouts,
-                  max_rollouts=scenario.max_rollouts)
-    runs = {name: [] for name in args.allocators}
-    jobs = [(name, seed) for name in args.allocators for seed in seeds]
-    for name, seed in tqdm(jobs, desc="allocators x seeds", unit="run", file=sys.stderr):
-        oracle = {"oracle": OracleAllocator, "cluster-oracle": ClusterOracleAllocator}.get(name)
-        allocator = oracle(**bounds) if oracle else make_allocator(name, embedding_dim=scenario.dim, **bounds)
-        runs[name].append(run_simulation(allocator, replace(scenario, seed=seed), label=name))
-    print(summary_table(runs, scenario, seeds))
-    write_plot(runs, args.plot)
-    print(f"plot: {args.plot}")
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    runs = run_arms(args.allocators, scenario, seeds, jobs=args.jobs)
+    title = (f"scenario {args.scenario} ({DESCRIPTIONS[args.scenario]}){', ' + str(overrides) if overrides else ''}; "
+             f"budget {scenario.budget_per_prompt}/prompt, n in [{scenario.min_rollouts}, {scenario.max_rollouts}]; "
+             f"seeds {seeds} (mean ± s.e. over seeds)")
+    table = summary_table(runs, title)
+    print(table)
+    (out / "summary.md").write_text(table + "\n")
+    write_csv(runs, seeds, out / "summary.csv")
+    write_plot(runs, out / "curves.png")
+    print(f"written: {out / 'summary.md'}, {out / 'summary.csv'}, {out / 'curves.png'}")
     return 0
 
 
@@ -138,15 +140,20 @@ def _add_config_flags(parser) -> None:
                         help="override one config key, e.g. --set steps=20 --set allocator.name=uniform")
 
 
+def _scenario_fields():
+    from .experiments import Scenario
+
+    return Scenario.field_names()
+
+
 def _add_scenario_flags(parser) -> None:
-    from dataclasses import MISSING, fields
+    from dataclasses import fields
 
     from .experiments import Scenario
 
     for f in fields(Scenario):
-        default = f.default if f.default is not MISSING else None
-        parser.add_argument(f"--{f.name.replace('_', '-')}", type=type(default), default=default,
-                            help=f"(default {default})")
+        parser.add_argument(f"--{f.name.replace('_', '-')}", dest=f.name, type=type(f.default), default=None,
+                            help=f"(the scenario's value by default; Scenario default {f.default})")
 
 
 def main(argv=None) -> int:
@@ -159,13 +166,15 @@ def main(argv=None) -> int:
     bench_parser.add_argument("--max-rollouts", type=int, default=64)
     bench_parser.add_argument("--seed", type=int, default=0)
     bench_parser.set_defaults(run=bench)
-    sim_parser = commands.add_parser("simulate", help="compare allocators on a synthetic RLVR population")
-    sim_parser.add_argument("--allocators", nargs="+",
-                            default=["uniform", "vipfast", "paper", "knapsack", "cluster-oracle", "oracle"],
-                            help="uniform, vipfast, paper, knapsack; oracle (the solver fed the true p) and "
-                                 "cluster-oracle (fed each prompt's cluster skill, not its own offset)")
-    sim_parser.add_argument("--plot", default="simulate.png", help="PNG path (default simulate.png)")
-    sim_parser.add_argument("--seeds", type=int, nargs="+", help="run every allocator on each seed (overrides --seed)")
+    sim_parser = commands.add_parser("simulate", help="compare allocators and sampling modes on a synthetic RLVR population")
+    sim_parser.add_argument("--scenario", default="default", help="a named scenario (docs/simulator.md)")
+    sim_parser.add_argument("--allocators", nargs="+", metavar="ARM",
+                            default=["uniform", "beta", "vipfast", "paper", "knapsack", "cluster-oracle", "oracle"],
+                            help="allocator names, 'oracle', 'cluster-oracle', each optionally +MODE "
+                                 "(a sampling mode, e.g. uniform+dynamic)")
+    sim_parser.add_argument("--seeds", type=int, nargs="+", help="run every arm on each seed (default: the scenario's)")
+    sim_parser.add_argument("--out", default="runs/simulate", help="directory for summary.md, summary.csv, curves.png")
+    sim_parser.add_argument("--jobs", type=int, default=1, help="runs in parallel processes")
     _add_scenario_flags(sim_parser)
     sim_parser.set_defaults(run=simulate)
     train_parser = commands.add_parser("train", help="RLVR training: vLLM/HF generation, VIP allocation, GRPO/RLOO")

@@ -7,4 +7,5 @@ PYBIND11_MODULE(_core, m) {
   vipfast::bindings::bind_allocation(m);
   vipfast::bindings::bind_success_gp(m);
   vipfast::bindings::bind_key_index(m);
+  vipfast::bindings::bind_calibration(m);
 }

@@ -9,9 +9,11 @@
 Each rule is one module that registers its name(s); `allocator_names()` lists them.
 """
 
-from . import beta, knapsack, uniform, vip  # noqa: F401  (each registers its rules)
+from . import beta, coba, greso, knapsack, uniform, vip  # noqa: F401  (each registers its rules)
 from .base import Allocator, AllocatorBase
 from .beta import BetaAllocator
+from .coba import CobaAllocator
+from .greso import GresoAllocator
 from .knapsack import KnapsackAllocator
 from .plan import Plan, successes_per_group
 from .registry import allocator_names, describe_allocators, load_allocator, make_allocator
@@ -26,6 +28,8 @@ __all__ = [
     "VIPAllocator",
     "KnapsackAllocator",
     "BetaAllocator",
+    "CobaAllocator",
+    "GresoAllocator",
     "PRESETS",
     "allocator_names",
     "describe_allocators",

@@ -121,7 +121,7 @@ class AllocatorBase:
             raise ValueError(f"the plan has {len(plan)} prompts but group_sizes has {len(trials)} entries")
         with self._lock:
             self.monitor.record(plan.p, successes, trials)
-            self.learn(plan, successes, trials)
+            self.learn_rollouts(plan, np.asarray(rewards, dtype=np.float64).reshape(-1), successes, trials)
         self.latency["update"].append(time.perf_counter() - started)
 
     def stats(self) -> dict:
@@ -139,6 +139,14 @@ class AllocatorBase:
 
     def learn(self, plan: Plan, successes: np.ndarray, trials: np.ndarray) -> None:
         """Default: nothing to learn."""
+
+    def learn_rollouts(self, plan: Plan, rewards: np.ndarray, successes: np.ndarray, trials: np.ndarray) -> None:
+        """What `update` calls: rewards float64 [N] (validated, grouped by `trials`) beside the group counts.
+
+        The default learns from the counts alone (`learn`); a rule that needs each rollout's reward
+        (GRESO asks whether a group's rewards were all equal) overrides this instead.
+        """
+        self.learn(plan, successes, trials)
 
     def rule_stats(self) -> dict:
         return {}

@@ -14,6 +14,7 @@ from __future__ import annotations
 import numpy as np
 
 from ..success_gp import SuccessGP
+from ..success_model import SuccessModel
 from .base import AllocatorBase, Weighing
 from .embedding import PromptEmbeddings
 from .registry import register
@@ -24,8 +25,9 @@ __all__ = ["VIPAllocator", "PRESETS"]
 PAPER_FORGETTING = 1e-3
 
 PRESETS = {
-    "vipfast": dict(gp=dict(noise="laplace", signal_var=64.0, forgetting=0.99, mode="fast", calibration_window=10),
-                    weights="expected"),
+    "vipfast": dict(model=dict(), weights="expected"),
+    "gp": dict(gp=dict(noise="laplace", signal_var=64.0, forgetting=0.99, mode="fast", calibration_window=10),
+               weights="expected"),
     "paper": dict(gp=dict(lengthscale=0.27, prior_mean=-5.0, noise="fixed", jitter=1e-4, proba="plugin",
                           forgetting=PAPER_FORGETTING), weights="plugin"),
 }
@@ -40,7 +42,8 @@ class VIPAllocator(AllocatorBase):
 
     name = "vipfast"
 
-    def __init__(self, budget_per_prompt=8.0, *, preset="vipfast", gp_options=None, embedder="minilm",
+    def __init__(self, budget_per_prompt=8.0, *, preset="vipfast", gp_options=None, model_options=None,
+                 embedder="minilm",
                  embedding_dim=None, embedding_cache_size=1 << 16, **options):
         if preset not in PRESETS:
             raise ValueError(f"preset must be one of {tuple(PRESETS)}, got {preset!r}")
@@ -48,20 +51,28 @@ class VIPAllocator(AllocatorBase):
         self.preset = preset
         self.name = preset
         self.embeddings = PromptEmbeddings(embedder, embedding_dim, embedding_cache_size)
-        self.gp_options = {**PRESETS[preset]["gp"], **(gp_options or {})}
-        self.gp: SuccessGP | None = None
+        self.hierarchical = "model" in PRESETS[preset]
+        self.gp_options = {**PRESETS[preset].get("gp", {}), **(gp_options or {})}
+        self.model_options = {**PRESETS[preset].get("model", {}), **(model_options or {})}
+        self.gp = None
         if embedding_dim is not None:
-            self.gp = SuccessGP(int(embedding_dim), **self.gp_options)
+            self.gp = self._new_predictor(int(embedding_dim))
 
     def init_options(self) -> dict:
-        return dict(preset=self.preset, gp_options=self.gp_options, **self.embeddings.options())
+        return dict(preset=self.preset, gp_options=self.gp_options, model_options=self.model_options,
+                    **self.embeddings.options())
 
     def unsaved_options(self) -> dict:
         return self.embeddings.unsaved_options()
 
-    def _gp(self, dim: int) -> SuccessGP:
+    def _new_predictor(self, dim: int):
+        if self.hierarchical:
+            return SuccessModel(dim, gp_options=self.gp_options, **self.model_options)
+        return SuccessGP(dim, **self.gp_options)
+
+    def _gp(self, dim: int):
         if self.gp is None:
-            self.gp = SuccessGP(dim, **self.gp_options)
+            self.gp = self._new_predictor(dim)
         return self.gp
 
     def weigh(self, keys, prompts, embeddings) -> Weighing:
@@ -81,15 +92,26 @@ class VIPAllocator(AllocatorBase):
     def rule_stats(self) -> dict:
         if self.gp is None:
             return dict(prompts_held=0)
+        if self.hierarchical:
+            return self.gp.stats()
         offset, scale = self.gp.calibration
         return dict(prompts_held=self.gp.num_stored, calibration=dict(offset=offset, scale=scale))
 
     def state_arrays(self) -> dict[str, np.ndarray]:
         if self.gp is None:
             return {}
+        if self.hierarchical:
+            return {f"model/{k}": v for k, v in self.gp.state_arrays().items()}
         return {f"gp/{k}": np.asarray(v) for k, v in self.gp.state_dict().items()}
 
     def load_state_arrays(self, arrays, version) -> None:
+        if self.hierarchical and arrays:
+            model = {k.removeprefix("model/"): v for k, v in arrays.items() if k.startswith("model/")}
+            dim = int(model["gp/dim"])
+            self.gp = self._new_predictor(dim)
+            self.gp.load_state_arrays(model)
+            self.embeddings.dim = dim
+            return
         gp_state = {k.removeprefix("gp/"): v for k, v in arrays.items() if k.startswith("gp/")}
         unknown = [k for k in arrays if not k.startswith(("gp/", "planned/"))]  # version 1 kept planned embeddings
         if unknown:

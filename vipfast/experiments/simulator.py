@@ -1,164 +1,85 @@
-"""A fast synthetic RLVR population for comparing allocators at equal budget.
+"""Run an allocator (and a sampling mode) on a synthetic population, step by step, and measure it.
 
-Model (documented in docs/simulator.md):
-- Prompts live in clusters of embedding space ("skills"). Prompt i of cluster c succeeds with
-  p_i = sigmoid(a_c + b_i): a_c is the policy's skill, b_i the prompt's fixed offset.
-  Clusters are hard (a_c far below 0), easy (far above) or learnable (near 0).
-- Each step samples a batch of prompts, asks the allocator for counts, draws Bernoulli rewards,
-  and forms each prompt's RLOO policy-gradient estimate for its logit,
-  g_i = mean_j A_ij (y_ij - p_i) with A_ij = y_ij - mean of the others (unbiased for p_i(1-p_i)).
-- Each skill a_c moves by Adam on the batch-mean gradient of its prompts. A lower-variance
-  allocation gives a higher signal-to-noise ratio, hence faster, steadier learning; groups whose
-  rewards are all equal contribute exactly zero.
+Each step: the sampling mode draws prompts from the pool (epoch by epoch), asks the allocator for
+counts, "generates" Bernoulli(p_i) rewards, and returns a batch; the policy learns from the trained
+rollouts by Adam on each cluster's skill with leave-one-out (RLOO) logit gradients; the allocator learns
+from every rollout generated. docs/simulator.md defines every metric.
 """
 
 from __future__ import annotations
 
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass
 
 import numpy as np
 from tqdm import tqdm
 
 from ..allocation import allocation_objective
-from ..allocators import AllocatorBase
-from ..allocators.base import Weighing
+from ..sampling import Outcomes, Prompts, make_sampler
+from .oracles import OracleAllocator
+from .population import Population, Scenario
 
-__all__ = ["Scenario", "Population", "OracleAllocator", "ClusterOracleAllocator", "simulate", "RunResult"]
-
-
-@dataclass
-class Scenario:
-    num_prompts: int = 2048
-    num_clusters: int = 64
-    dim: int = 32
-    batch_size: int = 256
-    steps: int = 60
-    budget_per_prompt: float = 8.0
-    min_rollouts: int = 2
-    max_rollouts: int = 32
-    hard_fraction: float = 0.3
-    easy_fraction: float = 0.3
-    prompt_spread: float = 1.0    # std of the per-prompt logit offsets b_i
-    embedding_noise: float = 0.35  # prompt embeddings scatter around the cluster centre
-    learning_rate: float = 0.15
-    seed: int = 0
-
-    def __post_init__(self):
-        if not 0 < self.batch_size <= self.num_prompts:
-            raise ValueError(f"batch_size must be in [1, num_prompts={self.num_prompts}], got {self.batch_size}")
-        if self.hard_fraction < 0 or self.easy_fraction < 0 or self.hard_fraction + self.easy_fraction > 1:
-            raise ValueError(f"hard_fraction ({self.hard_fraction}) and easy_fraction ({self.easy_fraction}) "
-                             "must be >= 0 and add up to at most 1")
-        for name in ("num_prompts", "num_clusters", "dim", "steps"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+__all__ = ["simulate", "RunResult", "PoolSource", "rloo_logit_gradients"]
 
 
-def _sigmoid(x):
-    return 1.0 / (1.0 + np.exp(-x))
+class PoolSource:
+    """The population's prompts, each once per epoch in a fresh order ("epoch"), or a fresh sample per draw."""
 
+    def __init__(self, population: Population, rng: np.random.Generator):
+        self.population, self.rng = population, rng
+        self.order, self.position = np.zeros(0, np.int64), 0
 
-@dataclass
-class Population:
-    """The prompts, their embeddings and the policy's per-cluster skills."""
+    def reset(self) -> None:
+        self.order, self.position = np.zeros(0, np.int64), 0
 
-    scenario: Scenario
-    rng: np.random.Generator = field(init=False)
-
-    def __post_init__(self):
-        s = self.scenario
-        rng = np.random.default_rng(s.seed)
-        centres = rng.normal(size=(s.num_clusters, s.dim))
-        centres /= np.linalg.norm(centres, axis=1, keepdims=True)
-        self.cluster = rng.integers(0, s.num_clusters, size=s.num_prompts)
-        noise = rng.normal(size=(s.num_prompts, s.dim)) * s.embedding_noise / np.sqrt(s.dim)
-        embeddings = centres[self.cluster] + noise
-        self.embeddings = (embeddings / np.linalg.norm(embeddings, axis=1, keepdims=True)).astype(np.float32)
-        kind = rng.random(s.num_clusters)
-        hard, easy = kind < s.hard_fraction, kind >= 1 - s.easy_fraction
-        self.skill = np.where(hard, rng.uniform(-8, -5, s.num_clusters),
-                              np.where(easy, rng.uniform(4, 7, s.num_clusters), rng.uniform(-3.5, 0.5, s.num_clusters)))
-        self.offset = rng.normal(0, s.prompt_spread, size=s.num_prompts)
-        self.keys = np.arange(s.num_prompts, dtype=np.uint64) * np.uint64(2654435761) + np.uint64(1)
-        self._adam_m = np.zeros(s.num_clusters)
-        self._adam_v = np.zeros(s.num_clusters)
-        self._adam_t = 0
-        self.rng = np.random.default_rng([s.seed, 1])
-
-    def success_probability(self, prompts=None):
-        index = slice(None) if prompts is None else prompts
-        return _sigmoid(self.skill[self.cluster[index]] + self.offset[index])
-
-    def success_probability_of(self, keys):
-        """True p of the prompts with these keys (keys are increasing in the prompt index)."""
-        index = np.searchsorted(self.keys, keys)
-        if not np.array_equal(self.keys[np.minimum(index, len(self.keys) - 1)], keys):
-            raise ValueError("keys that are not prompts of this population")
-        return self.success_probability(index)
-
-    def learn(self, prompts, gradients):
-        """Adam (beta1 0.9, beta2 0.99, bias-corrected) on each skill's batch-mean gradient."""
-        totals = np.bincount(self.cluster[prompts], weights=gradients, minlength=len(self.skill)) / len(prompts)
-        self._adam_t += 1
-        self._adam_m = 0.9 * self._adam_m + 0.1 * totals
-        self._adam_v = 0.99 * self._adam_v + 0.01 * totals**2
-        m_hat = self._adam_m / (1 - 0.9**self._adam_t)
-        v_hat = self._adam_v / (1 - 0.99**self._adam_t)
-        self.skill += self.scenario.learning_rate * m_hat / (np.sqrt(v_hat) + 1e-8)
-
-
-class OracleAllocator(AllocatorBase):
-    """The exact solver fed the simulator's true p: the headroom any predictor could reach."""
-
-    name = "oracle"
-
-    def __init__(self, **options):
-        super().__init__(**options)
-        self.population: Population | None = None
-
-    def weigh(self, keys, prompts, embeddings) -> Weighing:
-        if self.population is None:
-            raise ValueError("the oracle allocator only runs inside vipfast.experiments.simulate")
-        p = self.population.success_probability_of(keys)
-        return Weighing(p=p, weights=p * (1 - p))
-
-
-class ClusterOracleAllocator(OracleAllocator):
-    """The solver fed each prompt's cluster skill a_c exactly but not its own offset b_i, which no
-    embedding shows: p = E_b[sigmoid(a_c + b)], weight E_b[p(1 - p)], b ~ N(0, prompt_spread^2).
-    The headroom of any predictor that learns from embeddings (its own past rollouts aside)."""
-
-    name = "cluster-oracle"
-
-    def weigh(self, keys, prompts, embeddings) -> Weighing:
-        if self.population is None:
-            raise ValueError("the oracle allocator only runs inside vipfast.experiments.simulate")
-        index = np.searchsorted(self.population.keys, np.asarray(keys, dtype=np.uint64))
-        nodes, weights = np.polynomial.hermite_e.hermegauss(32)  # probabilists': E over N(0, 1)
-        logits = self.population.skill[self.population.cluster[index]][:, None] + \
-            self.population.scenario.prompt_spread * nodes[None, :]
-        p = _sigmoid(logits)
-        weights = weights / weights.sum()
-        return Weighing(p=p @ weights, weights=(p * (1 - p)) @ weights)
+    def draw(self, count: int) -> Prompts:
+        n = len(self.population.keys)
+        if self.population.scenario.order == "random":
+            index = self.rng.choice(n, size=min(count, n), replace=False)
+        else:
+            parts = []
+            while count > 0:
+                if self.position == len(self.order):
+                    self.order, self.position = self.rng.permutation(n), 0
+                take = self.order[self.position:self.position + count]
+                self.position += len(take)
+                count -= len(take)
+                parts.append(take)
+            index = np.concatenate(parts) if parts else np.zeros(0, np.int64)
+        return Prompts(ids=index, keys=self.population.keys[index], embeddings=self.population.embeddings[index])
 
 
 def rloo_logit_gradients(rewards, counts, p):
-    """Per group: mean_j A_j (y_j - p) with leave-one-out advantages; 0 for all-equal groups."""
-    offsets = np.concatenate([[0], np.cumsum(counts)])[:-1]
-    n = np.repeat(counts, counts).astype(np.float64)
-    sums = np.repeat(np.add.reduceat(rewards, offsets), counts)
-    advantages = rewards - (sums - rewards) / (n - 1)
-    return np.add.reduceat(advantages * (rewards - np.repeat(p, counts)), offsets) / counts
+    """Per group: mean_j A_j (y_j − p) with leave-one-out advantages; 0 for all-equal groups."""
+    group = np.repeat(np.arange(len(counts)), counts)
+    terms = _advantages(rewards, counts, "rloo") * (rewards - np.repeat(p, counts))
+    return np.bincount(group, weights=terms, minlength=len(counts)) / counts
 
 
-def _objective_vs_uniform(p, counts, min_rollouts):
-    """The batch's true variance objective relative to splitting the same budget uniformly."""
-    weights = p * (1 - p)
-    uniform = np.full(len(counts), counts.sum() // len(counts))
-    uniform[: counts.sum() - uniform.sum()] += 1
-    base = allocation_objective(weights, np.maximum(uniform, min_rollouts), min_rollouts=min_rollouts)
-    return allocation_objective(weights, counts, min_rollouts=min_rollouts) / base if base > 0 else 1.0
+def _advantages(rewards, sizes, estimator):
+    """Per rollout: leave-one-out (rloo) or group-std-normalised (grpo, eps 1e-6) advantages; 0 in size-1 groups."""
+    group = np.repeat(np.arange(len(sizes)), sizes)
+    sums = np.bincount(group, weights=rewards, minlength=len(sizes))
+    n = np.repeat(sizes, sizes).astype(np.float64)
+    if estimator == "rloo":
+        return np.where(n > 1, rewards - (sums[group] - rewards) / np.maximum(n - 1, 1), 0.0)
+    mean = sums / np.maximum(sizes, 1)
+    squares = np.bincount(group, weights=(rewards - mean[group]) ** 2, minlength=len(sizes))
+    std = np.sqrt(squares / np.maximum(sizes - 1, 1))
+    return np.where(n > 1, (rewards - mean[group]) / (std[group] + 1e-6), 0.0)
+
+
+def _rollout_gradients(batch, p: np.ndarray, estimator: str) -> tuple[np.ndarray, np.ndarray]:
+    """(per prompt of the batch: its logit-gradient estimate g_i, per rollout: its term c_j of that mean).
+
+    Advantages come from each rollout's group; a prompt's estimate is the mean of A_j (y_j − p_i) over its
+    trained rollouts (all its groups), so c_j = A_j (y_j − p_i) / T_i for trained rollouts, else 0."""
+    prompt = np.repeat(batch.group_prompt, batch.group_sizes)
+    trained = batch.trained.astype(np.float64)
+    per_prompt_trained = np.bincount(prompt, weights=trained, minlength=len(batch.prompts))
+    terms = _advantages(batch.rewards, batch.group_sizes, estimator) * (batch.rewards - p[prompt]) * trained
+    terms /= np.maximum(per_prompt_trained, 1)[prompt]
+    return np.bincount(prompt, weights=terms, minlength=len(batch.prompts)), terms
 
 
 def expected_calibration_error(predicted, outcomes, bins=10):
@@ -168,20 +89,27 @@ def expected_calibration_error(predicted, outcomes, bins=10):
     return float(gap.sum() / max(total.sum(), 1))
 
 
-class BetaBaseline:
-    """Per-prompt Beta(1, 1) posterior mean over every past observation, for calibration comparisons."""
+class _OutcomeLog:
+    """Per-prompt counts of every outcome so far (a Beta(1, 1) counter for comparison) and first visits."""
 
     def __init__(self):
-        self.successes: dict[int, float] = {}
-        self.trials: dict[int, float] = {}
+        self.successes, self.trials, self.total = {}, {}, [0.0, 0.0]
 
-    def predict(self, keys):
+    def beta_p(self, keys):
         return np.array([(self.successes.get(k, 0.0) + 1) / (self.trials.get(k, 0.0) + 2) for k in keys.tolist()])
 
-    def observe(self, keys, successes, trials):
+    def global_p(self):
+        return (self.total[0] + 1) / (self.total[1] + 2)
+
+    def seen(self, keys) -> np.ndarray:
+        return np.array([k in self.trials for k in keys.tolist()], dtype=bool)
+
+    def add(self, keys, successes, trials):
         for key, k, n in zip(keys.tolist(), successes.tolist(), trials.tolist()):
             self.successes[key] = self.successes.get(key, 0.0) + k
             self.trials[key] = self.trials.get(key, 0.0) + n
+        self.total[0] += float(np.sum(successes))
+        self.total[1] += float(np.sum(trials))
 
 
 @dataclass
@@ -191,68 +119,130 @@ class RunResult:
 
     def summary(self) -> dict:
         rows = self.steps
-        rollouts = sum(r["rollouts"] for r in rows)
-        outcomes = [r for r in rows if r["brier"] is not None]
-        mean = lambda key: float(np.mean([r[key] for r in outcomes])) if outcomes else None  # noqa: E731
+        generated = sum(r["generated"] for r in rows)
+        scored = [r for r in rows if r["brier"] is not None]
+        single = [r for r in rows if r["objective_vs_uniform"] is not None]
+        fresh = [r for r in single if r["fresh"] >= 0.9]
+        mean = lambda key, sel: float(np.mean([r[key] for r in sel])) if sel else None  # noqa: E731
         return dict(
             allocator=self.allocator,
-            wasted_fraction=sum(r["wasted"] for r in rows) / rollouts,
-            objective=float(np.mean([r["objective"] for r in rows])),
-            objective_vs_uniform=float(np.mean([r["objective_vs_uniform"] for r in rows])),
-            brier=mean("brier"), beta_brier=mean("beta_brier"), global_brier=mean("global_brier"), ece=mean("ece"),
-            final_mean_p=rows[-1]["mean_p"],
+            wasted_fraction=sum(r["wasted"] for r in rows) / generated,
+            informative_groups=float(np.mean([r["informative_groups"] for r in rows])),
+            objective_vs_uniform=mean("objective_vs_uniform", single),
+            fresh_objective_vs_uniform=mean("objective_vs_uniform", fresh),
+            brier=mean("brier", scored), beta_brier=mean("beta_brier", scored), ece=mean("ece", scored),
+            final_mean_p=rows[-1]["mean_p"], generated=generated, wall=sum(r["wall"] for r in rows),
             latency_ms=float(np.median([r["latency"] for r in rows]) * 1e3),
         )
 
 
-def simulate(allocator, scenario: Scenario, *, label=None, progress=True) -> RunResult:
-    """Run one allocator for scenario.steps steps on a fresh population; deterministic per seed."""
+def simulate(allocator, scenario: Scenario, *, sampler=None, label=None, progress=True) -> RunResult:
+    """Run `allocator` under `sampler` (default: one round) for scenario.steps steps; deterministic per seed."""
+    sampler = sampler or make_sampler("single")
     population = Population(scenario)
-    if isinstance(allocator, OracleAllocator):  # the cluster oracle too
-        allocator.population = population
-    rng = np.random.default_rng([scenario.seed, 2])
-    beta = BetaBaseline()
-    observed_successes = observed_trials = 0.0
+    if isinstance(allocator, OracleAllocator):  # the oracles read the simulated policy
+        allocator.bind(population)
+    rng = np.random.default_rng([scenario.seed, 3])
+    source = PoolSource(population, np.random.default_rng([scenario.seed, 4]))
+    log = _OutcomeLog()
     rows = []
     name = label or getattr(allocator, "name", type(allocator).__name__)
     for step in tqdm(range(scenario.steps), desc=f"simulate {name}", disable=not progress, leave=False):
-        batch = rng.choice(scenario.num_prompts, size=scenario.batch_size, replace=False)
-        keys = population.keys[batch]
-        started = time.perf_counter()
-        plan = allocator.plan(keys=keys, embeddings=population.embeddings[batch])
-        counts = plan.counts
-        planned = time.perf_counter() - started
-        p = population.success_probability(batch)
-        rewards = (rng.random(int(counts.sum())) < np.repeat(p, counts)).astype(np.float64)
-        offsets = np.concatenate([[0], np.cumsum(counts)])[:-1]
-        successes = np.add.reduceat(rewards, offsets)
-        degenerate = (successes == 0) | (successes == counts)
-        predicted = plan.p
-        outcome_row = dict(brier=None, beta_brier=None, global_brier=None, ece=None)
-        if predicted is not None:
-            per_rollout = np.repeat(predicted, counts)
-            global_mean = (observed_successes + 1) / (observed_trials + 2)
-            outcome_row = dict(
-                brier=float(np.mean((per_rollout - rewards) ** 2)),
-                beta_brier=float(np.mean((np.repeat(beta.predict(keys), counts) - rewards) ** 2)),
-                global_brier=float(np.mean((global_mean - rewards) ** 2)),
-                ece=expected_calibration_error(per_rollout, rewards),
-            )
-        started = time.perf_counter()
-        allocator.update(plan, rewards)
-        updated = time.perf_counter() - started
-        beta.observe(keys, successes, counts)
-        observed_successes += successes.sum()
-        observed_trials += counts.sum()
-        population.learn(batch, rloo_logit_gradients(rewards, counts, p))
-        rows.append(dict(
-            step=step, rollouts=int(counts.sum()), wasted=int(counts[degenerate].sum()),
-            objective=allocation_objective(p * (1 - p), counts, min_rollouts=scenario.min_rollouts),
-            objective_vs_uniform=_objective_vs_uniform(p, counts, scenario.min_rollouts),
-            mean_p=float(population.success_probability().mean()), latency=planned + updated, **outcome_row,
-        ))
+        if step == scenario.shift_step:
+            population.shift()
+        if step == scenario.new_pool_step:
+            population.replace_pool()
+            source.reset()
+        rows.append(_step(step, allocator, sampler, population, source, rng, log, scenario))
     return RunResult(name, rows)
 
 
-def scenario_dict(scenario: Scenario) -> dict:
-    return asdict(scenario)
+def _step(step, allocator, sampler, population, source, rng, log, scenario) -> dict:
+    def generate(prompts: Prompts, counts: np.ndarray) -> Outcomes:
+        p = population.success_probability(prompts.ids)
+        rewards = (rng.random(int(counts.sum())) < np.repeat(p, counts)).astype(np.float64)
+        return Outcomes(rewards=rewards, tokens=np.ones(len(rewards), np.int64))
+
+    started = time.perf_counter()
+    batch = sampler.sample(allocator, source, generate, scenario.batch_size)
+    observed = list(batch.pending)
+    objective = _objective(batch, population, scenario)
+    batch.learn(allocator)
+    latency = time.perf_counter() - started
+    prompts = batch.prompts
+    per_prompt, terms = _rollout_gradients(batch, population.success_probability(prompts.ids), scenario.estimator)
+    informative = _informative(batch.rewards, batch.group_sizes)
+    trained_per_group = np.bincount(np.repeat(np.arange(len(batch.group_sizes)), batch.group_sizes),
+                                    weights=batch.trained, minlength=len(batch.group_sizes))
+    row = dict(step=step, generated=batch.generated_rollouts, trained=batch.trained_rollouts, rounds=batch.rounds,
+               prompts_drawn=batch.prompts_drawn, complete=batch.complete,
+               informative_groups=int(np.sum(informative & (trained_per_group > 0))),
+               wasted=batch.generated_rollouts - int(np.sum(trained_per_group * informative)),
+               wall=batch.generated_rollouts + batch.rounds * scenario.round_cost, latency=latency,
+               fresh=population.mark_seen(prompts.ids),
+               **_prediction_scores(observed, log), **objective)
+    for observation in observed:
+        successes = np.bincount(np.repeat(np.arange(len(observation.group_sizes)), observation.group_sizes),
+                                weights=observation.rewards, minlength=len(observation.group_sizes))
+        log.add(observation.plan.keys, successes, observation.group_sizes)
+    population.learn(prompts.ids, per_prompt, float(np.sum(terms**2)) / max(len(prompts), 1) ** 2)
+    row["mean_p"] = float(population.success_probability().mean())
+    return row
+
+
+def _informative(rewards, sizes) -> np.ndarray:
+    """Per group: do its rewards differ (a non-zero advantage)?"""
+    group = np.repeat(np.arange(len(sizes)), sizes)
+    low = np.full(len(sizes), np.inf)
+    high = np.full(len(sizes), -np.inf)
+    np.minimum.at(low, group, rewards)
+    np.maximum.at(high, group, rewards)
+    return high > low
+
+
+# Bins of the true success probability for "where the rollouts went".
+P_BINS = np.array([0.0, 0.02, 0.1, 0.3, 0.7, 0.9, 0.98, 1.0])
+
+
+def _by_true_p(p: np.ndarray, counts: np.ndarray, predicted) -> dict:
+    """Per bin of true p: prompts, rollouts, and the sum of predicted p (to compare means)."""
+    bins = np.clip(np.searchsorted(P_BINS, p, side="right") - 1, 0, len(P_BINS) - 2)
+    width = len(P_BINS) - 1
+    return dict(bin_prompts=np.bincount(bins, minlength=width).tolist(),
+                bin_rollouts=np.bincount(bins, weights=counts, minlength=width).tolist(),
+                bin_predicted=None if predicted is None else np.bincount(bins, weights=predicted, minlength=width).tolist())
+
+
+def _objective(batch, population, scenario) -> dict:
+    """The true variance objective of a one-round batch against the same budget split uniformly."""
+    if batch.rounds != 1 or len(batch.group_prompt) != len(batch.prompts):
+        return dict(objective=None, objective_vs_uniform=None, bin_prompts=None, bin_rollouts=None, bin_predicted=None)
+    p = population.success_probability(batch.prompts.ids)
+    counts = batch.group_sizes
+    weights = p * (1 - p)
+    uniform = np.full(len(counts), counts.sum() // len(counts))
+    uniform[: counts.sum() - uniform.sum()] += 1
+    bounds = dict(min_rollouts=min(scenario.min_rollouts, int(counts.min())))
+    base = allocation_objective(weights, np.maximum(uniform, bounds["min_rollouts"]), **bounds)
+    value = allocation_objective(weights, counts, **bounds)
+    predicted = batch.pending[0].plan.p if len(batch.pending) == 1 else None
+    return dict(objective=value, objective_vs_uniform=value / base if base > 0 else 1.0,
+                **_by_true_p(p, counts, predicted))
+
+
+def _prediction_scores(observed, log) -> dict:
+    """Brier and ECE of the plans' predicted p on the rollouts that came back, beside a per-prompt Beta counter."""
+    predicted, beta, outcomes = [], [], []
+    for observation in observed:
+        if observation.plan.p is None:
+            return dict(brier=None, beta_brier=None, global_brier=None, ece=None)
+        sizes = observation.group_sizes
+        predicted.append(np.repeat(observation.plan.p, sizes))
+        beta.append(np.repeat(log.beta_p(observation.plan.keys), sizes))
+        outcomes.append(observation.rewards)
+    if not outcomes:
+        return dict(brier=None, beta_brier=None, global_brier=None, ece=None)
+    predicted, beta, outcomes = map(np.concatenate, (predicted, beta, outcomes))
+    return dict(brier=float(np.mean((predicted - outcomes) ** 2)), beta_brier=float(np.mean((beta - outcomes) ** 2)),
+                global_brier=float(np.mean((log.global_p() - outcomes) ** 2)),
+                ece=expected_calibration_error(predicted, outcomes))

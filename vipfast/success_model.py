@@ -1,0 +1,255 @@
+"""Success prediction at dataset scale: each prompt's own history, with a GP over embeddings as its prior.
+
+Model: the logit of prompt q is f_q = g(x_q) + b_q, where g ~ GP over its embedding x_q (the shared part:
+what related prompts say) and b_q ~ N(0, τ²) is the prompt's own effect, independent across prompts.
+Equivalently f is a GP whose kernel is k(x, x') + τ² [q = q']. Evidence:
+- the GP (a SuccessGP on a bounded store: inducing points, recent keys) learns g from every prompt's
+  counts, their sites' noise widened by τ² (a prompt's own effect is noise to the shared part);
+- a per-prompt table keeps every prompt's forgotten counts (k_q, n_q) for the whole dataset.
+Prediction for prompt q: the GP's posterior at x_q without q's own site (its cavity N(m, v)), widened by
+τ² to a prior N(m, v + τ²) for f_q, times the binomial likelihood of q's own counts (Laplace: Newton's
+method on the exact log posterior), recalibrated by an affine map of the logit fitted to the outcomes of
+past predictions. The allocation weight is E[σ(f)(1 − σ(f))] under that posterior, never a plug-in.
+
+Limits: when embeddings say nothing, g is flat and the prediction is a per-prompt counter with a shared
+logit-normal prior; when no prompt repeats, the table is empty at prediction time and the prediction is the
+GP's (with kernel k + τ²). τ² is estimated from the data: the excess of the squared residuals of prompts'
+observed logits around their cavities over the variance the cavity and the binomial noise explain.
+docs/success_model.md.
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import numpy as np
+
+from . import _core
+from ._validation import as_uint64_keys
+from .allocators.prompt_table import PromptTable
+from .success_gp import SuccessGP
+
+__all__ = ["SuccessModel", "SuccessPrediction"]
+
+_NEWTON_STEPS = 30
+_HERMITE = np.polynomial.hermite_e.hermegauss(48)
+_PREDICTIVE_NODES = np.polynomial.hermite_e.hermegauss(24)
+# Candidate prompt-effect variances τ² (logit²) and the per-update weight of past scores.
+_PROMPT_VAR_GRID = np.geomspace(0.05, 200.0, 25)
+_PROMPT_VAR_FORGETTING = 0.9
+
+
+class SuccessPrediction(NamedTuple):
+    """Per prompt, float64 [Q] each (gp: the GP's own prediction, handed back to observe)."""
+
+    mean: np.ndarray       # posterior mean of the logit f (recalibrated)
+    var: np.ndarray        # its variance
+    proba: np.ndarray      # p-hat = E[σ(f)] (moderated)
+    weight: np.ndarray     # E[σ(f)(1 − σ(f))], the allocation weight
+    raw_mean: np.ndarray   # before recalibration: what the calibration scores
+    raw_var: np.ndarray
+    prior_mean: np.ndarray  # the embeddings' prior for f_q: the GP's cavity at the prompt, and its variance
+    cavity_var: np.ndarray  # (the prior's variance is cavity_var + τ²)
+    own_successes: np.ndarray  # the prompt's own forgotten counts the posterior used
+    own_trials: np.ndarray
+    gp: object
+
+
+class SuccessModel:
+    """GP prior over embeddings + every prompt's own forgotten counts (see the module docstring).
+
+    dim: embedding width. gp_options: SuccessGP options for the shared part (its jitter is set to the
+    initial τ²). prompt_var: initial τ² (re-estimated online unless fixed_prompt_var). forgetting: per-step
+    weight of a prompt's old counts. capacity: prompts the table holds (least recently seen dropped past it).
+    calibration_window: steps of outcomes the recalibration map is fitted on (0: off).
+    """
+
+    def __init__(self, dim, *, gp_options=None, prompt_var=1.0, fixed_prompt_var=False, forgetting=0.99,
+                 capacity=1 << 21, calibration_window=10):
+        if not 0 < forgetting <= 1:
+            raise ValueError(f"forgetting must lie in (0, 1], got {forgetting}")
+        if not prompt_var > 0:
+            raise ValueError(f"prompt_var must be > 0, got {prompt_var}")
+        options = dict(noise="laplace", signal_var=16.0, forgetting=forgetting, mode="fast", capacity=4096)
+        options.update(gp_options or {})
+        options["jitter"] = float(prompt_var)
+        self.gp = SuccessGP(dim, **options)
+        self.prompt_var = float(prompt_var)
+        self.fixed_prompt_var = bool(fixed_prompt_var)
+        self.forgetting = float(forgetting)
+        self.counts = PromptTable({"successes": 0.0, "trials": 0.0, "step": 0.0}, capacity=capacity)
+        self.calibration_window = int(calibration_window)
+        self.calibration = _core.LogitCalibration(self.calibration_window)
+        self.prompt_var_scores = np.zeros(len(_PROMPT_VAR_GRID))
+        self.step = 0
+
+    # -- prediction ---------------------------------------------------------------------------------
+    def own_counts(self, keys) -> tuple[np.ndarray, np.ndarray]:
+        rows = self.counts.rows(keys)
+        decay = self.forgetting ** (self.step - self.counts.read("step", rows=rows))
+        return self.counts.read("successes", rows=rows) * decay, self.counts.read("trials", rows=rows) * decay
+
+    def _cavity(self, keys, gp_prediction) -> tuple[np.ndarray, np.ndarray]:
+        """The GP's posterior at each prompt without that prompt's own site (exact for Gaussian sites)."""
+        mean, var = gp_prediction.mean, gp_prediction.var
+        site_precision, site_target = self._sites(keys)
+        precision = 1.0 / var - site_precision
+        held = (site_precision > 0) & (precision > 1e-12)
+        cavity_var = np.where(held, 1.0 / np.where(held, precision, 1.0), var)
+        cavity_mean = np.where(held, cavity_var * (mean / var - site_precision * site_target), mean)
+        return cavity_mean, cavity_var
+
+    def _sites(self, keys) -> tuple[np.ndarray, np.ndarray]:
+        stored = self.gp.pseudo_observations()
+        index = {k: i for i, k in enumerate(stored["keys"].tolist())}
+        rows = np.array([index.get(k, -1) for k in keys.tolist()], dtype=np.int64)
+        held = rows >= 0
+        precision = np.zeros(len(keys))
+        target = np.zeros(len(keys))
+        precision[held] = 1.0 / stored["noise_var"][rows[held]]
+        target[held] = stored["targets"][rows[held]]
+        return precision, target
+
+    def predict(self, keys, embeddings) -> SuccessPrediction:
+        keys = as_uint64_keys(keys)
+        gp_prediction = self.gp.predict(keys, embeddings)
+        prior_mean, cavity_var = self._cavity(keys, gp_prediction)
+        successes, trials = self.own_counts(keys)
+        raw_mean, raw_var = _laplace_posterior(prior_mean, cavity_var + self.prompt_var, successes, trials)
+        mean, var = self.calibration.apply(raw_mean, raw_var)
+        proba, weight = _moments(mean, var)
+        return SuccessPrediction(mean, var, proba, weight, raw_mean, raw_var, prior_mean, cavity_var, successes, trials,
+                                 gp_prediction)
+
+    # -- learning -------------------------------------------------------------------------------------
+    def observe(self, keys, embeddings, successes, trials, prediction: SuccessPrediction | None = None) -> None:
+        keys = as_uint64_keys(keys)
+        successes = np.asarray(successes, dtype=np.float64)
+        trials = np.asarray(trials, dtype=np.int64)
+        if prediction is None:
+            prediction = self.predict(keys, embeddings)
+        self.calibration.record(self.step, prediction.raw_mean, prediction.raw_var, successes, trials)
+        if not self.fixed_prompt_var:
+            self._update_prompt_var(prediction, successes, trials)
+        keys, successes, trials, embeddings = _merge_duplicates(keys, successes, trials, embeddings)
+        old_successes, old_trials = self.own_counts(keys)
+        self.gp.observe(keys, embeddings, successes, trials, prediction=prediction.gp)
+        rows = self.counts.insert(keys)
+        self.counts.write("successes", rows, old_successes + successes)
+        self.counts.write("trials", rows, old_trials + trials)
+        self.counts.write("step", rows, self.step)
+
+    def advance(self, steps: int = 1) -> None:
+        """`steps` training steps have passed: every count ages (weight forgetting**age), in the GP too."""
+        self.step += int(steps)
+        self.gp.advance(steps)
+
+    def _update_prompt_var(self, prediction, successes, trials) -> None:
+        """Type-II maximum likelihood of τ² on a grid: each row's outcome scored by its predictive under each τ²
+        (the embedding prior widened by τ², updated by the prompt's own past counts), summed with forgetting."""
+        seen = trials > 0
+        if not seen.any():
+            return
+        own_k, own_n = prediction.own_successes[seen][:, None], prediction.own_trials[seen][:, None]
+        prior_var = prediction.cavity_var[seen][:, None] + _PROMPT_VAR_GRID[None, :]
+        prior_mean = np.broadcast_to(prediction.prior_mean[seen][:, None], prior_var.shape)
+        mean, var = _laplace_posterior(prior_mean, prior_var, own_k, own_n)
+        scores = _log_predictive(mean, var, successes[seen][:, None], trials[seen][:, None]).sum(0)
+        self.prompt_var_scores = _PROMPT_VAR_FORGETTING * self.prompt_var_scores + scores
+        self.prompt_var = float(_PROMPT_VAR_GRID[int(np.argmax(self.prompt_var_scores))])
+
+    # -- inspection and state ------------------------------------------------------------------------
+    @property
+    def num_prompts(self) -> int:
+        """Prompts with counts in the table."""
+        return len(self.counts)
+
+    def stats(self) -> dict:
+        return dict(prompts_held=len(self.counts), gp_stored=self.gp.num_stored, prompt_var=self.prompt_var,
+                    calibration=dict(offset=self.calibration.offset, scale=float(np.exp(self.calibration.log_scale))),
+                    memory_bytes=self.counts.memory_bytes)
+
+    def options(self) -> dict:
+        return dict(gp_options=self.gp.config, fixed_prompt_var=self.fixed_prompt_var, forgetting=self.forgetting,
+                    capacity=self.counts.capacity)
+
+    def state_arrays(self) -> dict[str, np.ndarray]:
+        arrays = {f"gp/{k}": np.asarray(v) for k, v in self.gp.state_dict().items()}
+        arrays.update({f"counts/{k}": v for k, v in self.counts.state_arrays().items()})
+        arrays["calibration/map"] = np.array([self.calibration.offset, self.calibration.log_scale])
+        arrays["calibration/records"] = self.calibration.records()
+        arrays["calibration/window"] = np.array(self.calibration_window)
+        arrays["prompt_var"] = np.array(self.prompt_var)
+        arrays["prompt_var_scores"] = self.prompt_var_scores.copy()
+        arrays["step"] = np.array(self.step)
+        return arrays
+
+    def load_state_arrays(self, arrays: dict[str, np.ndarray]) -> None:
+        gp_state = {k.removeprefix("gp/"): v for k, v in arrays.items() if k.startswith("gp/")}
+        self.gp = SuccessGP.from_state_dict({k: (v.item() if v.ndim == 0 else v) for k, v in gp_state.items()})
+        self.counts.load_state_arrays({k.removeprefix("counts/"): v for k, v in arrays.items()
+                                       if k.startswith("counts/")})
+        offset, log_scale = arrays["calibration/map"]
+        self.calibration_window = int(arrays["calibration/window"])
+        self.calibration = _core.LogitCalibration(self.calibration_window)
+        self.calibration.restore(float(offset), float(log_scale), arrays["calibration/records"])
+        self.prompt_var = float(arrays["prompt_var"])
+        self.prompt_var_scores = np.asarray(arrays["prompt_var_scores"], dtype=np.float64).copy()
+        self.step = int(arrays["step"])
+
+
+def _merge_duplicates(keys, successes, trials, embeddings):
+    """One row per distinct key, counts summed, the last embedding kept (as SuccessGP merges them)."""
+    unique, first, inverse = np.unique(keys, return_index=True, return_inverse=True)
+    if len(unique) == len(keys):
+        return keys, successes, trials, embeddings
+    last = np.zeros(len(unique), dtype=np.int64)
+    last[inverse] = np.arange(len(keys))
+    return (unique, np.bincount(inverse, weights=successes, minlength=len(unique)),
+            np.bincount(inverse, weights=trials, minlength=len(unique)).astype(np.int64), np.asarray(embeddings)[last])
+
+
+def _laplace_posterior(prior_mean, prior_var, successes, trials):
+    """N(f̂, 1/(n σ(f̂)σ(−f̂) + 1/V)) at the mode f̂ of k log σ(f) + (n − k) log σ(−f) − (f − m)²/(2V).
+
+    The log posterior is strictly concave, so its derivative falls monotonically; its root lies in
+    [m − V(n + 1), m + V(n + 1)]. Newton's steps are kept inside the shrinking bracket (a step that would
+    leave it bisects instead), which converges from any start where plain Newton can oscillate."""
+    m = np.asarray(prior_mean, dtype=np.float64)
+    v = np.asarray(prior_var, dtype=np.float64)
+    k, n = np.asarray(successes, dtype=np.float64), np.asarray(trials, dtype=np.float64)
+    m, v, k, n = np.broadcast_arrays(m, v, k, n)
+    low, high = m - v * (n + 1), m + v * (n + 1)
+    f = m.copy()
+    for _ in range(_NEWTON_STEPS):
+        p = _sigmoid(f)
+        gradient = k - n * p - (f - m) / v
+        low = np.where(gradient > 0, f, low)
+        high = np.where(gradient > 0, high, f)
+        step = f + gradient / (n * p * (1 - p) + 1.0 / v)
+        f = np.where((step > low) & (step < high), step, 0.5 * (low + high))
+    p = _sigmoid(f)
+    return f, 1.0 / (n * p * (1 - p) + 1.0 / v)
+
+
+def _sigmoid(f):
+    return 0.5 * (1.0 + np.tanh(0.5 * f))
+
+
+def _log_predictive(mean, var, successes, trials):
+    """log ∫ σ(f)^k σ(−f)^(n−k) N(f; mean, var) df by Gauss–Hermite (the binomial coefficient dropped: it does
+    not depend on the model)."""
+    nodes, weights = _PREDICTIVE_NODES
+    f = mean[..., None] + np.sqrt(var)[..., None] * nodes
+    log_p, log_q = -np.logaddexp(0.0, -f), -np.logaddexp(0.0, f)
+    terms = successes[..., None] * log_p + (trials - successes)[..., None] * log_q + np.log(weights / weights.sum())
+    return np.logaddexp.reduce(terms, axis=-1)
+
+
+def _moments(mean, var):
+    """(E[σ(f)], E[σ(f)(1 − σ(f))]) for f ~ N(mean, var) by Gauss–Hermite quadrature."""
+    nodes, weights = _HERMITE
+    f = mean[:, None] + np.sqrt(var)[:, None] * nodes[None, :]
+    p = _sigmoid(f)
+    weights = weights / weights.sum()
+    return p @ weights, (p * (1 - p)) @ weights
