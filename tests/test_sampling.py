@@ -27,7 +27,7 @@ from vipfast.sampling import (
 )
 
 MODES = ("dynamic", "reinforce_ada", "pods", "vip_rounds")
-ALLOCATORS = ("uniform", "vipfast", "beta")
+ALLOCATORS = ("uniform", "vipfast", "beta", "coba", "greso")
 DIM = 8
 
 
