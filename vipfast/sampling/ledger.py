@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import math
-import numbers
+from numbers import Real
 
 import numpy as np
 
@@ -39,7 +39,8 @@ class RolloutLedger:
         rewards = np.asarray(outcomes.rewards, dtype=np.float64).reshape(-1)
         if not np.all(np.isfinite(rewards)):
             bad = int(np.flatnonzero(~np.isfinite(rewards))[0])
-            raise ValueError(f"generate returned reward {rewards[bad]} for rollout {bad} of the round; rewards must be finite")
+            raise ValueError(f"generate returned reward {rewards[bad]} for rollout {bad} of the round; "
+                             "rewards must be finite")
         numbers = np.arange(self.total, self.total + requested, dtype=np.int64)
         self._rewards.append(rewards)
         self._tokens.append(np.asarray(outcomes.tokens, dtype=np.int64).reshape(-1))
@@ -81,7 +82,7 @@ def check_choice(name: str, value, choices: tuple[str, ...]) -> str:
 
 def check_number(name: str, value, low: float = -math.inf, high: float = math.inf, *, open_low: bool = False) -> float:
     """A finite real option in [low, high] ((low, high] with open_low); bools are refused."""
-    real = isinstance(value, numbers.Real) and not isinstance(value, bool) and math.isfinite(value)
+    real = isinstance(value, Real) and not isinstance(value, bool) and math.isfinite(value)
     if not (real and (low < value if open_low else low <= value) and value <= high):
         lower = "" if low == -math.inf else f" {'>' if open_low else '>='} {low:g}"
         upper = "" if high == math.inf else f"{' and' if lower else ''} <= {high:g}"

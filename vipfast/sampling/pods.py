@@ -7,7 +7,8 @@ with mean μ. Exchanging an included x_s for an excluded x_e changes m·Var by
 If, in sorted order, an included x_s lies between two excluded rewards x_a ≤ x_s ≤ x_b, exchange it for
 x_b when x_s ≥ μ (then u ≥ v ≥ 0, so D ≥ 0) or for x_a when x_s < μ (the mirror case). S being optimal,
 D = 0, which for m ≥ 2 forces x_b = x_s (resp. x_a = x_s): the exchange swaps equal values, leaving the
-multiset, μ and the variance unchanged while strictly increasing Σ_{s ∈ S, x_s ≥ μ} rank(s) − Σ_{x_s < μ} rank(s).
+multiset, μ and the variance unchanged while strictly increasing
+Σ_{s ∈ S, x_s ≥ μ} rank(s) − Σ_{s ∈ S, x_s < μ} rank(s).
 So exchanges terminate, at an optimal S whose excluded rewards are contiguous in sorted order: a prefix and
 a suffix. Sorting once and scoring the m + 1 candidates from prefix sums of x and x² costs O(n log n).
 """

@@ -32,7 +32,7 @@ GROUPINGS = ("prompt", "round")
 
 
 def extra_rollouts(weights, first, extra: int, *, max_rollouts: int, estimator: str = "rloo") -> np.ndarray:
-    """int64 [Q]: Δ ≥ 0 minimising Σ_q w_q φ(first_q + Δ_q) with Σ Δ = extra and first_q + Δ_q ≤ max_rollouts.
+    """int64 [Q]: Δ ≥ 0 minimising Σ_q w_q φ(first_q + Δ_q), Σ Δ = extra, first_q + Δ_q ≤ max_rollouts.
 
     The solver takes one table of costs per prompt over a common range, so row q holds w_q φ(first_q + j) for
     j = 0..max_rollouts − first_q and past that a continuation whose marginal gains are negative and falling
