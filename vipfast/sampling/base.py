@@ -7,7 +7,7 @@ import numpy as np
 
 from .batch import Generate, Observation, Outcomes, PromptSource, Prompts, StepBatch
 
-__all__ = ["Sampler", "register_sampler", "sampler_names", "make_sampler", "generate_round"]
+__all__ = ["Sampler", "register_sampler", "sampler_names", "make_sampler", "generate_round", "plan_for"]
 
 
 class Sampler:
@@ -30,16 +30,20 @@ class Sampler:
         return dict(max_draws=self.max_draws)
 
     def draw(self, allocator, source: PromptSource, count: int) -> tuple[Prompts, int]:
-        """(`count` prompts the allocator's screen keeps, or fewer if the draw limit is hit; prompts drawn)."""
+        """(`count` prompts the allocator's screen keeps, or fewer if the draw limit is hit or the source runs dry;
+        prompts drawn)."""
         screen = getattr(allocator, "screen", None)
         kept, drawn, limit = [], 0, int(np.ceil(self.max_draws * count))
         while sum(map(len, kept)) < count and drawn < limit:
             need = count - sum(map(len, kept))
             candidates = source.draw(min(need, limit - drawn))
+            dry = len(candidates) == 0
             drawn += len(candidates)
             if screen is not None:
                 candidates = candidates.take(np.flatnonzero(screen(candidates.keys)))
             kept.append(candidates)
+            if dry:
+                break
         return Prompts.concat(kept), drawn
 
     def sample(self, allocator, source: PromptSource, generate: Generate, num_prompts: int) -> StepBatch:
@@ -55,10 +59,15 @@ class Sampler:
                          pending=[Observation(plan, outcomes.rewards, sizes)])
 
 
+def plan_for(allocator, prompts: Prompts):
+    """The allocator's plan for these prompts."""
+    return allocator.plan(list(prompts.texts) if prompts.texts is not None else None, keys=prompts.keys,
+                          embeddings=prompts.embeddings)
+
+
 def generate_round(allocator, prompts: Prompts, generate: Generate):
     """(the allocator's plan for these prompts, the outcomes of generating it)."""
-    plan = allocator.plan(list(prompts.texts) if prompts.texts is not None else None, keys=prompts.keys,
-                          embeddings=prompts.embeddings)
+    plan = plan_for(allocator, prompts)
     outcomes = generate(prompts, plan.counts)
     _check_outcomes(outcomes, plan.total)
     return plan, outcomes
