@@ -107,10 +107,10 @@ class Spy:
         self.events.append(("plan", plan))
         return plan
 
-    def update(self, plan, rewards, group_sizes=None):
+    def update(self, plan, rewards, group_sizes=None, *, ends_step=True):
         sizes = None if group_sizes is None else np.array(group_sizes)
         self.events.append(("update", (plan, np.array(rewards), sizes)))
-        self.inner.update(plan, rewards, group_sizes)
+        self.inner.update(plan, rewards, group_sizes, ends_step=ends_step)
 
     def __getattr__(self, name):
         return getattr(self.inner, name)

@@ -49,7 +49,7 @@ def test_bad_scenario():
 def test_oracle_is_bound_to_the_simulated_population(oracle_class):
     scenario = Scenario(**SMALL, seed=5)
     oracle = oracle_class(budget_per_prompt=8.0, min_rollouts=2, max_rollouts=32)
-    with pytest.raises(ValueError, match="only runs inside vipfast.experiments.simulate"):
+    with pytest.raises(ValueError, match="only run inside vipfast.experiments.simulate"):
         oracle.plan(keys=[1, 2, 3])
     uniform = simulate(make_allocator("uniform", **SHARED), scenario, progress=False).summary()
     best = simulate(oracle, scenario, progress=False).summary()
@@ -75,30 +75,47 @@ def test_cluster_oracle_averages_the_prompt_offset_out(rng):
                                    rtol=1e-6, atol=1e-9)
 
 
-def test_simulate_cli_prints_seed_statistics_and_writes_a_plot(tmp_path, capsys):
+def test_simulate_cli_prints_seed_statistics_and_writes_its_files(tmp_path, capsys):
     from vipfast.cli import main
 
-    plot = tmp_path / "sim.png"
-    assert main(["simulate", "--allocators", "uniform", "vipfast", "oracle", "--seeds", "0", "1",
+    out = tmp_path / "sim"
+    assert main(["simulate", "--allocators", "uniform", "vipfast", "oracle", "uniform+dynamic", "--seeds", "0", "1",
                  "--num-prompts", "256", "--batch-size", "64", "--steps", "6", "--num-clusters", "8",
-                 "--plot", str(plot)]) == 0
-    out = capsys.readouterr().out
-    rows = {line.split("|")[1].strip(): line for line in out.splitlines() if line.startswith("| ")}
-    assert set(rows) >= {"uniform", "vipfast", "oracle"}
-    assert " ± " in rows["vipfast"] and "seeds [0, 1]" in out
-    assert plot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+                 "--out", str(out)]) == 0
+    printed = capsys.readouterr().out
+    rows = {line.split("|")[1].strip(): line for line in printed.splitlines() if line.startswith("| ")}
+    assert set(rows) >= {"uniform", "vipfast", "oracle", "uniform+dynamic"}
+    assert " ± " in rows["vipfast"] and "seeds [0, 1]" in printed
+    assert (out / "curves.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert (out / "summary.md").read_text().startswith("scenario default")
+    assert (out / "summary.csv").read_text().count("\n") == 1 + 4 * 2
+
+
+def test_a_bad_arm_is_refused_before_any_run():
+    from vipfast.experiments.runner import parse_arm
+
+    with pytest.raises(ValueError, match="allocator must be one of"):
+        parse_arm("magic")
+    with pytest.raises(ValueError, match="sampling mode must be one of"):
+        parse_arm("uniform+twice")
 
 
 def test_fractional_rewards_reach_the_gp_as_fractional_successes(rng):
     import vipfast
 
-    alloc = vipfast.VIPAllocator(8.0, embedder="hashing", min_rollouts=2, max_rollouts=16)
     prompts = [f"prompt {i}" for i in range(5)]
-    plan = alloc.plan(prompts)
-    rewards = rng.uniform(0, 1, size=plan.total)
-    alloc.update(plan, rewards)
-    stored = alloc.gp.pseudo_observations()
-    order = np.argsort(stored["keys"])
-    sums = np.add.reduceat(rewards, np.concatenate([[0], np.cumsum(plan.counts)[:-1]]))
-    np.testing.assert_allclose(stored["successes"][order], sums[np.argsort(plan.keys)], rtol=1e-12)
-    np.testing.assert_array_equal(stored["trials"][order], plan.counts[np.argsort(plan.keys)])
+    for preset in ("gp", "vipfast"):
+        alloc = vipfast.VIPAllocator(8.0, preset=preset, embedder="hashing", min_rollouts=2, max_rollouts=16)
+        plan = alloc.plan(prompts)
+        rewards = rng.uniform(0, 1, size=plan.total)
+        alloc.update(plan, rewards, ends_step=False)
+        sums = np.add.reduceat(rewards, np.concatenate([[0], np.cumsum(plan.counts)[:-1]]))
+        gp = alloc.gp if preset == "gp" else alloc.gp.gp
+        stored = gp.pseudo_observations()
+        order = np.argsort(stored["keys"])
+        np.testing.assert_allclose(stored["successes"][order], sums[np.argsort(plan.keys)], rtol=1e-12)
+        np.testing.assert_array_equal(stored["trials"][order], plan.counts[np.argsort(plan.keys)])
+        if preset == "vipfast":
+            successes, trials = alloc.gp.own_counts(plan.keys)
+            np.testing.assert_allclose(successes, sums, rtol=1e-6)
+            np.testing.assert_array_equal(trials, plan.counts)

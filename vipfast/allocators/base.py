@@ -32,7 +32,7 @@ class Allocator(Protocol):
 
     def plan(self, prompts=None, *, keys=None, embeddings=None) -> Plan: ...
 
-    def update(self, plan: Plan, rewards, group_sizes=None) -> None: ...
+    def update(self, plan: Plan, rewards, group_sizes=None, *, ends_step: bool = True) -> None: ...
 
     def budget_for(self, num_prompts: int) -> int: ...
 
@@ -105,12 +105,14 @@ class AllocatorBase:
         self.latency["plan"].append(time.perf_counter() - started)
         return plan
 
-    def update(self, plan: Plan, rewards, group_sizes=None) -> None:
+    def update(self, plan: Plan, rewards, group_sizes=None, *, ends_step: bool = True) -> None:
         """Learn from the rewards of a plan's rollouts (any plan this allocator made, in any order).
 
         rewards: flat [N], grouped prompt by prompt in the plan's order; group_sizes [Q] rollouts of
         each prompt (default: the planned counts; 0 for a prompt none of whose rollouts came back).
-        Pass `plan.select(rows)` to learn from a subset of its prompts.
+        Pass `plan.select(rows)` to learn from a subset of its prompts. ends_step=False for outcomes
+        learned within a training step (a multi-round mode's earlier rounds): evidence ages by one step
+        only at the update that ends a step.
         """
         started = time.perf_counter()
         if not isinstance(plan, Plan):
@@ -122,6 +124,8 @@ class AllocatorBase:
         with self._lock:
             self.monitor.record(plan.p, successes, trials)
             self.learn_rollouts(plan, np.asarray(rewards, dtype=np.float64).reshape(-1), successes, trials)
+            if ends_step:
+                self.advance()
         self.latency["update"].append(time.perf_counter() - started)
 
     def stats(self) -> dict:
@@ -147,6 +151,9 @@ class AllocatorBase:
         (GRESO asks whether a group's rewards were all equal) overrides this instead.
         """
         self.learn(plan, successes, trials)
+
+    def advance(self) -> None:
+        """A training step has ended: rules whose evidence ages (forgetting) age it here. Default: nothing."""
 
     def rule_stats(self) -> dict:
         return {}

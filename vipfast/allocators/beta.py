@@ -50,13 +50,15 @@ class BetaAllocator(AllocatorBase):
         return Weighing(p=p, weights=weights)
 
     def learn(self, plan, successes, trials) -> None:
-        self.step += 1
         keys, successes, trials = _merge_duplicates(plan.keys, successes, trials)
         old_successes, old_trials = self.forgotten_counts(keys)
         rows = self.counts.insert(keys)
         self.counts.write("successes", rows, old_successes + successes)
         self.counts.write("trials", rows, old_trials + trials)
         self.counts.write("step", rows, self.step)
+
+    def advance(self) -> None:
+        self.step += 1
 
     def rule_stats(self) -> dict:
         return dict(prompts_held=len(self.counts), memory_bytes=self.counts.memory_bytes)

@@ -87,7 +87,10 @@ class VIPAllocator(AllocatorBase):
             raise ValueError("this plan carries no embeddings: update a VIPAllocator with the Plan its plan() returned")
         gp = self._gp(plan.embeddings.shape[1])
         gp.observe(plan.keys, plan.embeddings, successes, trials, prediction=plan.prediction)
-        gp.advance()
+
+    def advance(self) -> None:
+        if self.gp is not None:
+            self.gp.advance()
 
     def rule_stats(self) -> dict:
         if self.gp is None:

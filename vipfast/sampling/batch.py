@@ -110,7 +110,9 @@ class StepBatch:
         return int(self.trained.sum())
 
     def learn(self, allocator) -> None:
-        """Feed the pending observations to the allocator (in order); then nothing is pending."""
-        for observation in self.pending:
-            allocator.update(observation.plan, observation.rewards, observation.group_sizes)
+        """Feed the pending observations to the allocator (in order; the last one ends the step); then nothing
+        is pending."""
+        for i, observation in enumerate(self.pending):
+            allocator.update(observation.plan, observation.rewards, observation.group_sizes,
+                             ends_step=i == len(self.pending) - 1)
         self.pending = []

@@ -112,7 +112,7 @@ class VIPRoundsSampler(Sampler):
         first_budget = min(budget, max(len(prompts) * low, math.floor(self.first_fraction * budget + 0.5)))
         first = allocate(plan.weights, first_budget, min_rollouts=low, max_rollouts=high, estimator=estimator)
         first_numbers, first_rewards = ledger.generate(generate, prompts, first)
-        allocator.update(replace(plan, counts=first), first_rewards, first)
+        allocator.update(replace(plan, counts=first), first_rewards, first, ends_step=False)
         extra = np.zeros(len(prompts), dtype=np.int64)
         second_numbers = np.empty(0, dtype=np.int64)
         pending = []
