@@ -152,22 +152,30 @@ class SuccessModel:
         self.gp.advance(steps)
 
     def _update_prompt_var(self, prediction, successes, trials) -> None:
-        """Type-II maximum likelihood of τ² on a grid, and of recalibrating the prior or not: each row's outcome
-        scored by its predictive under each choice (the prior updated by the prompt's own past counts), summed
-        over updates with forgetting; the best-scoring choice is used from the next prediction on."""
-        seen = trials > 0
+        """Choose τ² (a grid) and whether to recalibrate the prior by how well each choice's weights would have
+        allocated this step's rollouts, scored on the outcomes; running scores with forgetting.
+
+        The score is the allocation loss of weights ŵ under the relaxed rloo solution n − 1 ∝ √ŵ:
+        L(ŵ) = (Σ u/√ŵ)(Σ √ŵ), with u = k(n − k)/(n(n − 1)) the unbiased estimate of each observed prompt's
+        p(1 − p). It does not depend on the budget, and the true weights minimise its expectation; a choice
+        that calls an informative prompt settled pays for it through 1/√ŵ.
+        """
+        seen = trials >= 2
         if not seen.any():
             return
+        n, k = trials[seen].astype(np.float64), successes[seen]
+        informative = k * (n - k) / (n * (n - 1))
         own_k, own_n = prediction.own_successes[seen][:, None], prediction.own_trials[seen][:, None]
         cavity_mean, cavity_var = prediction.cavity_mean[seen][:, None], prediction.cavity_var[seen][:, None]
-        tau2 = np.broadcast_to(_PROMPT_VAR_GRID[None, :], (len(cavity_mean), len(_PROMPT_VAR_GRID)))
+        tau2 = np.broadcast_to(_PROMPT_VAR_GRID[None, :], (len(n), len(_PROMPT_VAR_GRID)))
         for choice, calibrated in enumerate((False, True)):
             mean, var = self._prior(np.broadcast_to(cavity_mean, tau2.shape).ravel(),
                                     np.broadcast_to(cavity_var, tau2.shape).ravel(), tau2.ravel(), calibrated)
             mean, var = _laplace_posterior(mean.reshape(tau2.shape), var.reshape(tau2.shape), own_k, own_n)
-            scores = _log_predictive(mean, var, successes[seen][:, None], trials[seen][:, None]).sum(0)
-            self.prompt_var_scores[choice] = _PROMPT_VAR_FORGETTING * self.prompt_var_scores[choice] + scores
-        choice, best = np.unravel_index(int(np.argmax(self.prompt_var_scores)), self.prompt_var_scores.shape)
+            root = np.sqrt(np.maximum(_moments(mean.ravel(), var.ravel())[1].reshape(tau2.shape), 1e-12))
+            loss = (informative[:, None] / root).sum(0) * root.sum(0) / len(n) ** 2
+            self.prompt_var_scores[choice] = _PROMPT_VAR_FORGETTING * self.prompt_var_scores[choice] + loss
+        choice, best = np.unravel_index(int(np.argmin(self.prompt_var_scores)), self.prompt_var_scores.shape)
         self.use_calibration = bool(choice)
         self.prompt_var = float(_PROMPT_VAR_GRID[best])
 
