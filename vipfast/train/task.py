@@ -93,7 +93,8 @@ def math_verify_match(completions, references) -> np.ndarray:
     try:
         from math_verify import parse, verify
     except ImportError:
-        raise ImportError("task.verifier 'math' needs math-verify: pip install 'vipfast[train]'") from None
+        raise ImportError("task.verifier 'math' needs math-verify: `pip install \".[train]\"` in a vipfast "
+                          "checkout") from None
     rewards = []
     for completion, reference in zip(completions, references):
         gold, answer = parse(reference), parse(completion)
@@ -106,9 +107,15 @@ VERIFIERS = {"exact": exact_match, "math": math_verify_match}
 
 def _read_rows(path: str, config: TaskConfig, limit: int | None = None) -> list[tuple[str, str]]:
     from datasets import load_dataset
+    from datasets.exceptions import DatasetsError
 
     kind = "parquet" if path.endswith(".parquet") else "json"
-    rows = load_dataset(kind, data_files=path, split="train")
+    try:
+        rows = load_dataset(kind, data_files=path, split="train")
+    except StopIteration:  # what `datasets` raises for an empty JSON file
+        raise ValueError(f"task file {path} has no rows") from None
+    except (DatasetsError, ValueError, OSError) as error:
+        raise ValueError(f"task file {path} cannot be read as {kind}: {error.__cause__ or error}") from None
     for key in ("question_field", "answer_field"):
         name = getattr(config, key)
         if name not in rows.column_names:
