@@ -243,6 +243,7 @@ def read_rows(run_dir):
     return [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
 
 
+@pytest.mark.slow
 def test_hf_end_to_end_through_the_cli(tmp_path, capsys):
     run_dir = tmp_path / "run"
     args = ["train"] + [f"--set={k}={v}" for k, v in {**TINY, "run_dir": run_dir}.items()]

@@ -49,6 +49,7 @@ def one_error_line(capsys) -> str:
 
 # -- user errors: one line, exit status 2 ------------------------------------------------------------
 
+@pytest.mark.slow
 def test_a_user_error_is_one_line_and_exit_status_2_in_a_real_process(tmp_path):
     result = subprocess.run([sys.executable, "-m", "vipfast.cli", "train", "--set", "seed=-1"], capture_output=True,
                             text=True, cwd=tmp_path, env={**os.environ, "VIPFAST_CACHE": str(tmp_path / "cache")},
@@ -92,14 +93,6 @@ def test_a_bug_keeps_its_traceback(tmp_path, monkeypatch):
     monkeypatch.setattr(Trainer, "run", bug)
     with pytest.raises(ValueError, match="an internal error"):
         main(train_args(tmp_path / "run"))
-
-
-def test_version(capsys):
-    import vipfast
-
-    with pytest.raises(SystemExit) as exit_:
-        main(["--version"])
-    assert exit_.value.code == 0 and capsys.readouterr().out == f"vipfast {vipfast.__version__}\n"
 
 
 # -- missing extras, found before anything is computed or written ----------------------------------
@@ -146,6 +139,7 @@ def test_missing_matplotlib_is_found_before_training(tmp_path, monkeypatch, caps
 
 # -- resume, finished runs, Ctrl-C -------------------------------------------------------------------
 
+@pytest.mark.slow
 def test_resume_is_announced_once_and_a_finished_run_returns_at_once(tmp_path, capsys, monkeypatch):
     run_dir = tmp_path / "run"
     assert main(train_args(run_dir, steps=1)) == 0

@@ -116,16 +116,17 @@ class Trainer:
         rows = []
         if self.step == 0 and self.task.held_out:
             rows.append(self._log(dict(step=0, rollouts=0, held_out_accuracy=self.evaluate())))
-        bar = tqdm(range(self.step, self.config.steps), initial=self.step, total=self.config.steps, desc="train",
-                   unit="step", file=sys.stderr)
-        for _ in bar:
-            row = self.train_step()
-            if self.step % self.config.eval_every == 0 or self.step == self.config.steps:
-                row["held_out_accuracy"] = self.evaluate() if self.task.held_out else None
-            rows.append(self._log(row))  # before the checkpoint: a checkpoint's step always has its row
-            if self.step % self.config.checkpoint_every == 0 or self.step == self.config.steps:
-                self.save_checkpoint()
-            bar.set_postfix(reward=f"{row['reward_mean']:.3f}", held_out=row.get("held_out_accuracy"))
+        # A context, so that an interrupted bar still ends its line before the message that follows.
+        with tqdm(range(self.step, self.config.steps), initial=self.step, total=self.config.steps, desc="train",
+                  unit="step", file=sys.stderr) as bar:
+            for _ in bar:
+                row = self.train_step()
+                if self.step % self.config.eval_every == 0 or self.step == self.config.steps:
+                    row["held_out_accuracy"] = self.evaluate() if self.task.held_out else None
+                rows.append(self._log(row))  # before the checkpoint: a checkpoint's step always has its row
+                if self.step % self.config.checkpoint_every == 0 or self.step == self.config.steps:
+                    self.save_checkpoint()
+                bar.set_postfix(reward=f"{row['reward_mean']:.3f}", held_out=row.get("held_out_accuracy"))
         return rows
 
     def train_step(self) -> dict:
