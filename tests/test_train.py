@@ -31,6 +31,18 @@ def private_cache(tmp_path_factory, monkeypatch):
     monkeypatch.setenv("VIPFAST_CACHE", str(tmp_path_factory.getbasetemp() / "vipfast-cache"))
 
 
+@pytest.fixture
+def no_model(monkeypatch):
+    """Loading or building a model fails the test: what it checks must be refused before any compute."""
+    from vipfast.train import trainer
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("a model was loaded before the error")
+
+    monkeypatch.setattr(trainer, "load_policy", refuse)
+    monkeypatch.setattr(trainer, "policy_directory", refuse)
+
+
 def tiny_config(run_dir, **overrides):
     return load_config(None, {**TINY, "run_dir": str(run_dir), **overrides})
 

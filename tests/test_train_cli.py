@@ -14,37 +14,24 @@ pytest.importorskip("torch")
 pytest.importorskip("transformers")
 pytest.importorskip("yaml")
 
-from test_train import TINY  # noqa: E402
+from test_train import TINY, no_model, private_cache  # noqa: E402,F401 - fixtures
 
 from vipfast.cli import main  # noqa: E402
 from vipfast.train import Trainer, config as config_module, generation  # noqa: E402
 from vipfast.train import trainer as trainer_module  # noqa: E402
 
 
-@pytest.fixture(autouse=True)
-def private_cache(tmp_path_factory, monkeypatch):
-    monkeypatch.setenv("VIPFAST_CACHE", str(tmp_path_factory.getbasetemp() / "vipfast-cache"))
-
-
 def train_args(run_dir, **overrides) -> list[str]:
     return ["train"] + [f"--set={k}={v}" for k, v in {**TINY, "run_dir": run_dir, **overrides}.items()]
 
 
-@pytest.fixture
-def no_model(monkeypatch):
-    def refuse(*args, **kwargs):
-        raise AssertionError("a model was loaded")
-
-    monkeypatch.setattr(trainer_module, "load_policy", refuse)
-    monkeypatch.setattr(trainer_module, "policy_directory", refuse)
-
-
 def one_error_line(capsys) -> str:
+    """The error line, the last of stderr; before it at most progress bars (datasets prints some)."""
     err = capsys.readouterr().err
     lines = err.strip().splitlines()
-    assert len(lines) == 1 and "Traceback" not in err, err
-    assert lines[0].startswith("vipfast: error: ")
-    return lines[0]
+    assert "Traceback" not in err and "Logging error" not in err, err
+    assert lines[-1].startswith("vipfast: error: ") and sum("error" in line for line in lines) == 1, err
+    return lines[-1]
 
 
 # -- user errors: one line, exit status 2 ------------------------------------------------------------
@@ -59,6 +46,9 @@ def test_a_user_error_is_one_line_and_exit_status_2_in_a_real_process(tmp_path):
     assert not (tmp_path / "cache").exists() and not (tmp_path / "runs").exists()
 
 
+DATA = b'{"question": "1+1=", "answer": "2"}\n'
+
+
 def write(path: Path, content: bytes) -> str:
     path.write_bytes(content)
     return str(path)
@@ -71,9 +61,16 @@ def write(path: Path, content: bytes) -> str:
     (lambda tmp: ["train", "--config", write(tmp / "c.yaml", b"steps: \xe9\n")], "c.yaml is not UTF-8 text"),
     (lambda tmp: ["train", "--set", f"run_dir={write(tmp / 'afile', b'')}"], "run_dir must be a directory"),
     (lambda tmp: ["train", "--set", "device=tpu"], "device must be 'auto', 'cpu' or a torch device"),
+    (lambda tmp: ["train", "--set", "generation.max_new_tokens=100"],
+     "generation.max_new_tokens must be <= 55 for the tiny model"),
+    (lambda tmp: ["train", "--set", "task.kind=dataset", "--set", f"task.path={write(tmp / 'one.jsonl', DATA)}"],
+     "allocator.prompts_per_step (32) must be <= the task's 1 training prompts"),
+    (lambda tmp: ["train", "--set", "task.kind=dataset", "--set", f"task.path={write(tmp / 'bad.jsonl', b'{bad')}"],
+     "bad.jsonl cannot be read as json"),
     (lambda tmp: ["plot", str(tmp)], "has no metrics.jsonl"),
     (lambda tmp: ["compare", "--allocators", "greedy", "--out", str(tmp / "c")], "allocator.name 'greedy'"),
-], ids=["scalar-section", "yaml", "no-equals", "latin-1", "run-dir-file", "device", "plot", "compare"])
+], ids=["scalar-section", "yaml", "no-equals", "latin-1", "run-dir-file", "device", "max-new-tokens",
+        "small-dataset", "bad-dataset", "plot", "compare"])
 def test_user_errors_are_one_line(tmp_path, capsys, no_model, args, message):
     assert main(args(tmp_path)) == 2
     assert message in one_error_line(capsys)
@@ -112,10 +109,8 @@ def missing(module_name):
 def test_a_missing_extra_is_found_before_the_run_dir_is_made(tmp_path, monkeypatch, capsys, no_model, overrides,
                                                             absent, message):
     monkeypatch.setattr(config_module, "_installed", missing(absent))
-    data = tmp_path / "train.jsonl"
-    data.write_text('{"question": "1+1=", "answer": "2"}\n')
     run_dir = tmp_path / "run"
-    assert main(train_args(run_dir, **{"task.path": data}, **overrides)) == 2
+    assert main(train_args(run_dir, **{"task.path": write(tmp_path / "train.jsonl", DATA)}, **overrides)) == 2
     assert message in one_error_line(capsys)
     assert not run_dir.exists()
 

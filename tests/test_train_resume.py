@@ -15,17 +15,11 @@ torch = pytest.importorskip("torch")
 pytest.importorskip("transformers")
 pytest.importorskip("yaml")
 
-from test_train import TINY, read_rows  # noqa: E402
+from test_train import TINY, no_model, private_cache, read_rows  # noqa: E402,F401 - fixtures
 
 from vipfast.train import Trainer, load_config, prepare_run, train  # noqa: E402
-from vipfast.train import trainer as trainer_module  # noqa: E402
 
 BUDGET = TINY["allocator.prompts_per_step"] * TINY["allocator.budget_per_prompt"]
-
-
-@pytest.fixture(autouse=True)
-def private_cache(tmp_path_factory, monkeypatch):
-    monkeypatch.setenv("VIPFAST_CACHE", str(tmp_path_factory.getbasetemp() / "vipfast-cache"))
 
 
 def config_for(run_dir, **overrides):
@@ -46,16 +40,6 @@ def run_copy(two_step_run, tmp_path):
     copy = tmp_path / "run"
     shutil.copytree(two_step_run, copy)
     return copy
-
-
-@pytest.fixture
-def no_model(monkeypatch):
-    """Loading or building a model fails the test: what it checks must be refused before any compute."""
-    def refuse(*args, **kwargs):
-        raise AssertionError("a model was loaded before the error")
-
-    monkeypatch.setattr(trainer_module, "load_policy", refuse)
-    monkeypatch.setattr(trainer_module, "policy_directory", refuse)
 
 
 def checkpoint_copies(run_dir: Path) -> list[str]:

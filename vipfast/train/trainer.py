@@ -30,7 +30,7 @@ from . import rundir
 from .config import TrainConfig, check_dependencies, read_yaml_mapping
 from .generation import make_generator, resolve_backend
 from .loss import pack_sequences, policy_gradient_loss, response_logprobs
-from .model import load_policy, policy_directory
+from .model import TINY_MAX_POSITIONS, load_policy, policy_directory
 from .task import Task, make_task
 
 TIMERS = ("allocate", "generate", "reward", "update", "sync")
@@ -252,6 +252,13 @@ def _check_task_fits(task: Task, config: TrainConfig) -> None:
     if len(task.train) < wanted:
         raise ValueError(f"allocator.prompts_per_step ({wanted}) must be <= the task's {len(task.train)} training "
                          f"prompts")
+    if config.model.kind == "tiny":  # one token per character, after BOS
+        longest = 1 + max(len(prompt) for prompt, _ in task.train + task.held_out)
+        room = TINY_MAX_POSITIONS - longest
+        if config.generation.max_new_tokens > room:
+            raise ValueError(f"generation.max_new_tokens must be <= {room} for the tiny model: its {TINY_MAX_POSITIONS} "
+                             f"positions hold the longest prompt ({longest} tokens) and the response, got "
+                             f"{config.generation.max_new_tokens}")
 
 
 def describe_last_checkpoint(run_dir) -> str:
