@@ -144,7 +144,7 @@ def test_resume_is_announced_once_and_a_finished_run_returns_at_once(tmp_path, c
     monkeypatch.setattr(trainer_module, "load_policy", lambda *a: pytest.fail("a finished run loaded its model"))
     assert main(train_args(run_dir, steps=2)) == 0
     out = capsys.readouterr().out
-    assert f"{run_dir} holds a finished run (2 steps; this config asks for 2): nothing to do" in out
+    assert f"{run_dir} holds a finished run (checkpoint of step 2, this config asks for 2 steps): nothing to do" in out
 
 
 def interrupt_at_step(step: int, monkeypatch) -> None:

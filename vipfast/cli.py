@@ -132,9 +132,9 @@ def train(args) -> int:
         _require_plotting()
         prepared = train_module.prepare_run(config, resume=not args.no_resume)
     if prepared.finished:
-        print(f"{config.run_dir} holds a finished run ({prepared.checkpoint.step} steps; this config asks for "
-              f"{config.steps}): nothing to do. Raise steps (--set steps=N) to continue it, or pass --no-resume "
-              f"to start over.")
+        print(f"{config.run_dir} holds a finished run (checkpoint of step {prepared.checkpoint.step}, this config "
+              f"asks for {config.steps} steps): nothing to do. Raise steps (--set steps=N) to continue it, or pass "
+              f"--no-resume to start over.")
         return 0
     started = time.perf_counter()
     with interrupted(partial(train_module.describe_last_checkpoint, config.run_dir)):
