@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib
+import importlib.metadata
 import shutil
 import subprocess
 import sys
@@ -38,3 +39,10 @@ def test_cli_bench_prints_the_latency_table(tmp_path):
     lines = result.stdout.splitlines()
     assert "vipfast exact" in lines[1]
     assert [line.split()[0] for line in lines[2:]] == ["64", "300"]
+
+
+def test_cli_version_is_the_package_version(tmp_path):
+    result = subprocess.run([sys.executable, "-m", "vipfast.cli", "--version"], check=True, capture_output=True,
+                            text=True, cwd=tmp_path)
+    assert result.stdout == f"vipfast {vipfast.__version__}\n"
+    assert vipfast.__version__ == importlib.metadata.version("vipfast")

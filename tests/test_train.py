@@ -31,6 +31,18 @@ def private_cache(tmp_path_factory, monkeypatch):
     monkeypatch.setenv("VIPFAST_CACHE", str(tmp_path_factory.getbasetemp() / "vipfast-cache"))
 
 
+@pytest.fixture
+def no_model(monkeypatch):
+    """Loading or building a model fails the test: what it checks must be refused before any compute."""
+    from vipfast.train import trainer
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("a model was loaded before the error")
+
+    monkeypatch.setattr(trainer, "load_policy", refuse)
+    monkeypatch.setattr(trainer, "policy_directory", refuse)
+
+
 def tiny_config(run_dir, **overrides):
     return load_config(None, {**TINY, "run_dir": str(run_dir), **overrides})
 
@@ -42,7 +54,7 @@ def tiny_config(run_dir, **overrides):
     ({"optim.lr": -1.0}, "optim.lr must be > 0"),
     ({"optim.lr": "fast"}, "optim.lr must be float"),
     ({"steps": 0}, "steps must be >= 1"),
-    ({"allocator.name": "greedy"}, "allocator.name must be one of"),
+    ({"allocator.name": "greedy"}, "allocator.name 'greedy' is not an allocator"),
     ({"allocator.budget_per_prompt": 100}, "allocator.budget_per_prompt must be in [min_rollouts, max_rollouts]"),
     ({"optim.estimator": "grpo", "allocator.min_rollouts": 2}, "allocator.min_rollouts must be >= 3"),
     ({"model.num_heads": 8}, "model.hidden_size / model.num_heads must be >= 32"),
@@ -53,6 +65,16 @@ def tiny_config(run_dir, **overrides):
     ({"optim": 3}, "optim must be a mapping"),
     ({"task.train_size": 10**6}, "task.train_size must be <= 32000 for arithmetic"),
     ({"task.eval_size": 10**5}, "task.eval_size must be <= 8000 for arithmetic"),
+    ({"seed": -1}, "seed must be an integer in [0, 4294967295], got -1"),
+    ({"seed": 2**32}, "seed must be an integer in [0, 4294967295]"),
+    ({"cpu_threads": 10**6}, "cpu_threads must be in [0, "),
+    ({"optim.lr": float("nan")}, "optim.lr must be a finite number, got nan"),
+    ({"optim.max_grad_norm": float("inf")}, "optim.max_grad_norm must be a finite number, got inf"),
+    ({"generation.top_p": 10**400}, "generation.top_p must be a finite number"),
+    ({"steps.every": 3}, "cannot set 'steps.every': 'steps' is a single value, not a section"),
+    ({"optim.lr.x": 3}, "cannot set 'optim.lr.x': 'optim.lr' is a single value"),
+    ({"optimizer.lr": 3}, "unknown config key 'optimizer' in override 'optimizer.lr'"),
+    ({"optim": 3, "optim.lr": 1.0}, "optim must be a mapping, got int"),
 ], ids=lambda v: next(iter(v)) if isinstance(v, dict) else None)
 def test_bad_config_names_the_key(overrides, message):
     with pytest.raises(ValueError) as error:
@@ -60,13 +82,47 @@ def test_bad_config_names_the_key(overrides, message):
     assert message in str(error.value)
 
 
-def test_bad_config_file_fails_before_any_compute(tmp_path, monkeypatch):
+@pytest.mark.parametrize("content, message", [
+    (b"steps: 3\nrun_dir: caf\xe9\n", "is not UTF-8 text (byte 0xe9 at offset 21)"),
+    (b"optim: {lr: [1,\n", "is not valid YAML"),
+    (b"- steps\n", "must hold a mapping at the top level, got list"),
+    (b"1: one\n~: none\n", "unknown config key '1'"),  # keys of mixed types sort by name
+    (b"optim:\n  estimator: ppo\n", "optim.estimator must be one of"),
+], ids=["latin-1", "yaml", "list", "mixed-keys", "estimator"])
+def test_bad_config_file_names_the_file_or_key(tmp_path, content, message):
+    path = tmp_path / "bad.yaml"
+    path.write_bytes(content)
+    with pytest.raises(ValueError) as error:
+        load_config(path)
+    assert message in str(error.value)
+    if "key" not in message and "estimator" not in message:
+        assert str(path) in str(error.value)
+
+
+def test_config_path_that_is_missing_or_a_directory_is_named(tmp_path):
+    with pytest.raises(ValueError, match=f"config file {tmp_path} is not a file"):
+        load_config(tmp_path)
+    with pytest.raises(ValueError, match="config file .*nothing.yaml does not exist"):
+        load_config(tmp_path / "nothing.yaml")
+
+
+def test_run_dir_must_be_a_usable_directory(tmp_path):
+    afile = tmp_path / "afile"
+    afile.write_text("not a directory")
+    with pytest.raises(ValueError, match="run_dir must be a directory .*not a file"):
+        load_config(None, {"run_dir": str(afile)})
+    with pytest.raises(ValueError, match=f"run_dir must be a path below a directory, but {afile} is a file"):
+        load_config(None, {"run_dir": str(afile / "run")})
+    assert load_config(None, {"run_dir": str(tmp_path / "new" / "run")}).run_dir.endswith("new/run")
+
+
+def test_bad_config_file_fails_before_any_compute(tmp_path, monkeypatch, capsys):
     cache = tmp_path / "cache"
     monkeypatch.setenv("VIPFAST_CACHE", str(cache))
     config = tmp_path / "bad.yaml"
     config.write_text("optim:\n  estimator: ppo\n")
-    with pytest.raises(ValueError, match="optim.estimator must be one of"):
-        main(["train", "--config", str(config)])
+    assert main(["train", "--config", str(config)]) == 2
+    assert capsys.readouterr().err.startswith("vipfast: error: optim.estimator must be one of")
     assert not cache.exists()  # no warm start began
 
 
@@ -199,6 +255,7 @@ def read_rows(run_dir):
     return [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
 
 
+@pytest.mark.slow
 def test_hf_end_to_end_through_the_cli(tmp_path, capsys):
     run_dir = tmp_path / "run"
     args = ["train"] + [f"--set={k}={v}" for k, v in {**TINY, "run_dir": run_dir}.items()]
@@ -276,8 +333,10 @@ def test_allocator_learns_within_the_step_and_its_errors_surface(tmp_path):
 
 def test_resume_refuses_a_different_config(tmp_path):
     Trainer(tiny_config(tmp_path / "run", steps=1)).run()
-    with pytest.raises(ValueError, match="'optim' was"):
+    with pytest.raises(ValueError) as error:
         Trainer(tiny_config(tmp_path / "run", steps=2, **{"optim.lr": 0.5}))
+    assert "whose optim.lr was 0.0001, not 0.5" in str(error.value)
+    assert "--no-resume" in str(error.value) and "resume=False" not in str(error.value)
 
 
 def test_dataset_task_with_math_verify_and_a_local_model_directory(tmp_path):

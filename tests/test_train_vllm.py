@@ -13,6 +13,7 @@ if importlib.util.find_spec("vllm") is None:
                 "torchcodec; see README)", allow_module_level=True)
 
 torch = pytest.importorskip("torch")
+pytestmark = pytest.mark.slow  # each starts a vLLM engine
 
 from test_train import TINY  # noqa: E402
 

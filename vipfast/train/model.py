@@ -27,6 +27,7 @@ from .task import REVERSED_ANSWER_MARK, training_problems
 SPECIAL_TOKENS = ("<pad>", "<s>", "</s>", "<unk>")
 CHARACTERS = "0123456789+-*= " + REVERSED_ANSWER_MARK
 WARM_START_VERSION = 2  # bump when the warm-start recipe changes, so old caches are not reused
+TINY_MAX_POSITIONS = 64  # BOS + prompt + response tokens; vLLM refuses sequences longer than the model's positions
 
 
 def cache_dir() -> Path:
@@ -53,7 +54,7 @@ def build_tiny_llama(config: ModelConfig, vocab_size: int, seed: int):
     torch.manual_seed(seed)
     llama = LlamaConfig(vocab_size=vocab_size, hidden_size=config.hidden_size, num_hidden_layers=config.num_layers,
                         num_attention_heads=config.num_heads, num_key_value_heads=config.num_heads,
-                        intermediate_size=config.intermediate_size, max_position_embeddings=64,
+                        intermediate_size=config.intermediate_size, max_position_embeddings=TINY_MAX_POSITIONS,
                         bos_token_id=1, eos_token_id=2, pad_token_id=0, tie_word_embeddings=False)
     return LlamaForCausalLM(llama).float()
 

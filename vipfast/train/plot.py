@@ -2,17 +2,12 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
+from .config import read_yaml_mapping
+from .rundir import CONFIG, read_metrics
+
 TIMED_PHASES = ("generate", "update", "sync", "allocate", "reward")
-
-
-def read_metrics(run_dir) -> list[dict]:
-    path = Path(run_dir) / "metrics.jsonl"
-    if not path.is_file():
-        raise ValueError(f"{run_dir} has no metrics.jsonl; is it a `vipfast train` run directory?")
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
 
 
 def accuracy_label(eval_samples: int, temperature: float) -> str:
@@ -23,13 +18,12 @@ def accuracy_label(eval_samples: int, temperature: float) -> str:
 
 
 def _run_accuracy_label(run_dir) -> str:
-    import yaml
-
-    path = Path(run_dir) / "config.yaml"
-    if not path.is_file():
+    path = Path(run_dir) / CONFIG
+    saved = read_yaml_mapping(path, "the run's config") if path.is_file() else {}
+    try:
+        return accuracy_label(saved["eval_samples"], saved["generation"]["temperature"])
+    except (KeyError, TypeError, ValueError):
         return "held-out accuracy"
-    saved = yaml.safe_load(path.read_text())
-    return accuracy_label(saved["eval_samples"], saved["generation"]["temperature"])
 
 
 def plot_run(run_dir, output=None) -> Path:

@@ -15,6 +15,7 @@
 
 from __future__ import annotations
 
+import logging
 import zlib
 from dataclasses import dataclass
 
@@ -93,7 +94,8 @@ def math_verify_match(completions, references) -> np.ndarray:
     try:
         from math_verify import parse, verify
     except ImportError:
-        raise ImportError("task.verifier 'math' needs math-verify: pip install 'vipfast[train]'") from None
+        raise ImportError("task.verifier 'math' needs math-verify: `pip install \".[train]\"` in a vipfast "
+                          "checkout") from None
     rewards = []
     for completion, reference in zip(completions, references):
         gold, answer = parse(reference), parse(completion)
@@ -106,9 +108,20 @@ VERIFIERS = {"exact": exact_match, "math": math_verify_match}
 
 def _read_rows(path: str, config: TaskConfig, limit: int | None = None) -> list[tuple[str, str]]:
     from datasets import load_dataset
+    from datasets.exceptions import DatasetsError
+    from datasets.utils import logging as datasets_logging
 
     kind = "parquet" if path.endswith(".parquet") else "json"
-    rows = load_dataset(kind, data_files=path, split="train")
+    verbosity = datasets_logging.get_verbosity()
+    datasets_logging.set_verbosity(logging.CRITICAL)  # it logs a traceback per unreadable file; one error says it
+    try:
+        rows = load_dataset(kind, data_files=path, split="train")
+    except StopIteration:  # what `datasets` raises for an empty JSON file
+        raise ValueError(f"task file {path} has no rows") from None
+    except (DatasetsError, ValueError, OSError) as error:
+        raise ValueError(f"task file {path} cannot be read as {kind}: {error.__cause__ or error}") from None
+    finally:
+        datasets_logging.set_verbosity(verbosity)
     for key in ("question_field", "answer_field"):
         name = getattr(config, key)
         if name not in rows.column_names:

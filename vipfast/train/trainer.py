@@ -6,49 +6,87 @@
 Every random choice of step t (its prompts, its sampling seeds) derives from (seed, t), so a run
 resumed from the checkpoint of step t takes exactly the step t+1 an uninterrupted run takes.
 Outputs in run_dir: config.yaml, metrics.jsonl (one row per step, plus row 0: the held-out
-accuracy before training), checkpoint/ (policy, optimizer, allocator, trainer state).
+accuracy before training), checkpoint/ (policy, optimizer, allocator, trainer state; rundir.py).
+Everything that can be checked is checked before a model is loaded (`prepare_run`).
 """
 
 from __future__ import annotations
 
-import json
-import os
-import shutil
+import pickle
 import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
 from tqdm import tqdm
 
+from .._files import atomic_write
 from ..advantages import group_advantages, token_advantages
 from ..allocators import load_allocator, make_allocator
-from .config import TrainConfig
+from . import rundir
+from .config import TrainConfig, check_dependencies, read_yaml_mapping
 from .generation import make_generator, resolve_backend
 from .loss import pack_sequences, policy_gradient_loss, response_logprobs
-from .model import load_policy, policy_directory
-from .task import make_task
+from .model import TINY_MAX_POSITIONS, load_policy, policy_directory
+from .task import Task, make_task
 
 TIMERS = ("allocate", "generate", "reward", "update", "sync")
 # Keys whose change makes a checkpoint meaningless for this config (steps may grow, run_dir move).
 RESUMABLE_CHANGES = {"steps", "run_dir", "eval_every", "checkpoint_every"}
 
 
+@dataclass
+class PreparedRun:
+    """What `prepare_run` found: the task, the generation backend, and the checkpoint to resume from."""
+
+    config: TrainConfig
+    task: Task | None  # None for a finished run: nothing will be trained
+    backend: str
+    checkpoint: rundir.Checkpoint | None
+
+    @property
+    def finished(self) -> bool:
+        return self.checkpoint is not None and self.checkpoint.step >= self.config.steps
+
+
+def prepare_run(config: TrainConfig, *, resume: bool = True) -> PreparedRun:
+    """Every check that needs no model, in seconds: installed extras, the device, the run directory's
+    checkpoint (recovered from any interrupted save, verified, matched to config.yaml and metrics.jsonl)
+    and the task's data. Errors are ValueErrors naming the key or file."""
+    check_dependencies(config)
+    backend = resolve_backend(config.generation.backend)
+    _check_device(config.device)
+    checkpoint = rundir.recover_checkpoint(config.run_dir) if resume else None
+    if checkpoint is not None:
+        _check_resumable(Path(config.run_dir), config)
+        rundir.check_metrics_match(config.run_dir, checkpoint)
+    prepared = PreparedRun(config, None, backend, checkpoint)
+    if not prepared.finished:
+        prepared.task = make_task(config.task)  # bad data fails here, before any model is built
+        _check_task_fits(prepared.task, config)
+    return prepared
+
+
 class Trainer:
-    def __init__(self, config: TrainConfig, *, resume: bool = True):
+    def __init__(self, config: TrainConfig, *, resume: bool = True, prepared: PreparedRun | None = None):
+        """prepared: `prepare_run(config, resume=resume)` when the caller already ran it."""
+        prepared = prepared or prepare_run(config, resume=resume)
+        if prepared.config is not config:
+            raise ValueError("prepared must be prepare_run(config)'s result for this config")
         self.config = config
         if config.cpu_threads:
             torch.set_num_threads(config.cpu_threads)
         self.run_dir = Path(config.run_dir)
-        self.checkpoint_dir = self.run_dir / "checkpoint"
-        self.task = make_task(config.task)  # bad data fails here, before any model is built
+        self.checkpoint_dir = self.run_dir / rundir.CHECKPOINT
+        self.task = prepared.task or make_task(config.task)
         self.device = config.device if config.device != "auto" else ("cuda" if torch.cuda.is_available() else "cpu")
-        self.backend = resolve_backend(config.generation.backend)
-        resuming = resume and (self.checkpoint_dir / "state.json").is_file()
+        self.backend = prepared.backend
+        resuming = prepared.checkpoint is not None
         if resuming:
-            self._check_resumable()
+            print(f"resuming from step {prepared.checkpoint.step} ({self.checkpoint_dir})", file=sys.stderr)
         start_dir = self.checkpoint_dir / "policy" if resuming else policy_directory(config.model)
         self.model, self.tokenizer = load_policy(start_dir, self.device)
         o = config.optim
@@ -69,7 +107,7 @@ class Trainer:
         self._learner = ThreadPoolExecutor(max_workers=1, thread_name_prefix="vipfast-allocator")
         self.step, self.rollouts = 0, 0
         if resuming:
-            self._load_checkpoint()
+            self._load_checkpoint(prepared.checkpoint)
         else:
             self._start_run_dir()
 
@@ -78,16 +116,17 @@ class Trainer:
         rows = []
         if self.step == 0 and self.task.held_out:
             rows.append(self._log(dict(step=0, rollouts=0, held_out_accuracy=self.evaluate())))
-        bar = tqdm(range(self.step, self.config.steps), initial=self.step, total=self.config.steps, desc="train",
-                   unit="step", file=sys.stderr)
-        for _ in bar:
-            row = self.train_step()
-            if self.step % self.config.eval_every == 0 or self.step == self.config.steps:
-                row["held_out_accuracy"] = self.evaluate() if self.task.held_out else None
-            if self.step % self.config.checkpoint_every == 0 or self.step == self.config.steps:
-                self.save_checkpoint()
-            rows.append(self._log(row))
-            bar.set_postfix(reward=f"{row['reward_mean']:.3f}", held_out=row.get("held_out_accuracy"))
+        # A context, so that an interrupted bar still ends its line before the message that follows.
+        with tqdm(range(self.step, self.config.steps), initial=self.step, total=self.config.steps, desc="train",
+                  unit="step", file=sys.stderr) as bar:
+            for _ in bar:
+                row = self.train_step()
+                if self.step % self.config.eval_every == 0 or self.step == self.config.steps:
+                    row["held_out_accuracy"] = self.evaluate() if self.task.held_out else None
+                rows.append(self._log(row))  # before the checkpoint: a checkpoint's step always has its row
+                if self.step % self.config.checkpoint_every == 0 or self.step == self.config.steps:
+                    self.save_checkpoint()
+                bar.set_postfix(reward=f"{row['reward_mean']:.3f}", held_out=row.get("held_out_accuracy"))
         return rows
 
     def train_step(self) -> dict:
@@ -162,52 +201,76 @@ class Trainer:
     def _start_run_dir(self) -> None:
         import yaml
 
-        self.run_dir.mkdir(parents=True, exist_ok=True)
-        (self.run_dir / "metrics.jsonl").unlink(missing_ok=True)
-        shutil.rmtree(self.checkpoint_dir, ignore_errors=True)
-        (self.run_dir / "config.yaml").write_text(yaml.safe_dump(_plain(self.config.to_dict()), sort_keys=False))
-
-    def _check_resumable(self) -> None:
-        import yaml
-
-        saved = yaml.safe_load((self.run_dir / "config.yaml").read_text())
-        current = _plain(self.config.to_dict())
-        for key in sorted(set(saved) | set(current)):
-            if key not in RESUMABLE_CHANGES and saved.get(key) != current.get(key):
-                raise ValueError(f"{self.run_dir} holds a checkpoint of a run whose '{key}' was {saved.get(key)!r}, "
-                                 f"not {current.get(key)!r}; use another run_dir, or resume=False to start over")
+        rundir.start_over(self.run_dir)
+        text = yaml.safe_dump(_plain(self.config.to_dict()), sort_keys=False)
+        atomic_write(self.run_dir / rundir.CONFIG, lambda handle: handle.write(text.encode()))
 
     def save_checkpoint(self) -> None:
-        """Written beside the old one, then swapped in, so a crash leaves one complete checkpoint."""
-        staging = self.run_dir / "checkpoint.new"
-        shutil.rmtree(staging, ignore_errors=True)
-        staging.mkdir(parents=True)
-        self.model.save_pretrained(staging / "policy")
-        self.tokenizer.save_pretrained(staging / "policy")
-        torch.save(self.optimizer.state_dict(), staging / "optimizer.pt")
-        self.allocator.save(staging / "allocator.npz")
-        (staging / "state.json").write_text(json.dumps(dict(step=self.step, rollouts=self.rollouts)))
-        previous = self.run_dir / "checkpoint.old"
-        shutil.rmtree(previous, ignore_errors=True)
-        if self.checkpoint_dir.exists():
-            os.replace(self.checkpoint_dir, previous)
-        os.replace(staging, self.checkpoint_dir)
-        shutil.rmtree(previous, ignore_errors=True)
+        """Written beside the old one, then swapped in: a kill at any point leaves a complete checkpoint."""
+        def write_files(directory: Path) -> None:
+            self.model.save_pretrained(directory / "policy")
+            self.tokenizer.save_pretrained(directory / "policy")
+            torch.save(self.optimizer.state_dict(), directory / "optimizer.pt")
+            self.allocator.save(directory / "allocator.npz")
 
-    def _load_checkpoint(self) -> None:
-        state = json.loads((self.checkpoint_dir / "state.json").read_text())
-        self.step, self.rollouts = state["step"], state["rollouts"]
-        self.optimizer.load_state_dict(torch.load(self.checkpoint_dir / "optimizer.pt", map_location=self.device))
-        # Rows logged after the checkpoint belong to steps that will be taken again.
-        metrics = self.run_dir / "metrics.jsonl"
-        if metrics.is_file():
-            kept = [line for line in metrics.read_text().splitlines() if json.loads(line)["step"] <= self.step]
-            metrics.write_text("".join(line + "\n" for line in kept))
+        rundir.save_checkpoint(self.run_dir, self.step, self.rollouts, write_files)
+
+    def _load_checkpoint(self, checkpoint: rundir.Checkpoint) -> None:
+        self.step, self.rollouts = checkpoint.step, checkpoint.rollouts
+        path = checkpoint.directory / "optimizer.pt"
+        try:
+            self.optimizer.load_state_dict(torch.load(path, map_location=self.device, weights_only=True))
+        except (RuntimeError, ValueError, KeyError, EOFError, pickle.UnpicklingError) as error:
+            raise ValueError(f"{path} does not hold this run's optimizer state: {error}") from None
+        rundir.keep_metrics_through(self.run_dir, self.step)
 
     def _log(self, row: dict) -> dict:
-        with open(self.run_dir / "metrics.jsonl", "a") as handle:
-            handle.write(json.dumps(row) + "\n")
+        rundir.append_metrics(self.run_dir, row)
         return row
+
+
+def _check_resumable(run_dir: Path, config: TrainConfig) -> None:
+    """The checkpoint's run must have had this config, up to RESUMABLE_CHANGES."""
+    saved = _flatten(read_yaml_mapping(run_dir / rundir.CONFIG, "the run's config"))
+    current = _flatten(_plain(config.to_dict()))
+    for key in sorted(set(saved) | set(current)):
+        if key.split(".")[0] not in RESUMABLE_CHANGES and saved.get(key) != current.get(key):
+            raise ValueError(f"{run_dir} holds a checkpoint of a run whose {key} was {saved.get(key)!r}, not "
+                             f"{current.get(key)!r}; {rundir.START_OVER}")
+
+
+def _check_device(device: str) -> None:
+    try:
+        parsed = torch.device(device if device != "auto" else "cpu")
+    except RuntimeError:
+        raise ValueError(f"device must be 'auto', 'cpu' or a torch device such as 'cuda:0', got {device!r}") from None
+    if parsed.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"device is {device!r} but torch sees no CUDA device; use 'auto' or 'cpu'")
+
+
+def _check_task_fits(task: Task, config: TrainConfig) -> None:
+    wanted = config.allocator.prompts_per_step
+    if len(task.train) < wanted:
+        raise ValueError(f"allocator.prompts_per_step ({wanted}) must be <= the task's {len(task.train)} training "
+                         f"prompts")
+    if config.model.kind == "tiny":  # one token per character, after BOS
+        longest = 1 + max(len(prompt) for prompt, _ in task.train + task.held_out)
+        room = TINY_MAX_POSITIONS - longest
+        if config.generation.max_new_tokens > room:
+            raise ValueError(f"generation.max_new_tokens must be <= {room} for the tiny model: its {TINY_MAX_POSITIONS} "
+                             f"positions hold the longest prompt ({longest} tokens) and the response, got "
+                             f"{config.generation.max_new_tokens}")
+
+
+def describe_last_checkpoint(run_dir) -> str:
+    """Where a stopped run can resume from, in a sentence."""
+    try:
+        checkpoint = rundir.recover_checkpoint(run_dir, verify=False)
+    except (OSError, ValueError) as error:
+        return f"the checkpoint in {run_dir} is unreadable ({error})"
+    if checkpoint is None:
+        return f"no checkpoint in {run_dir} yet"
+    return f"last checkpoint: {checkpoint.directory} (step {checkpoint.step}); run the same command to resume"
 
 
 class StepTimer:
@@ -245,6 +308,17 @@ def batch_statistics(rewards: np.ndarray, counts: np.ndarray, response_ids) -> d
                 mean_response_tokens=float(np.mean([len(r) for r in response_ids])))
 
 
+def _flatten(mapping: dict, prefix: str = "") -> dict:
+    """{"optim": {"lr": 1e-4}} -> {"optim.lr": 1e-4}."""
+    flat = {}
+    for key, value in mapping.items():
+        if isinstance(value, dict):
+            flat.update(_flatten(value, f"{prefix}{key}."))
+        else:
+            flat[f"{prefix}{key}"] = value
+    return flat
+
+
 def _plain(value):
     """Tuples as lists, so a config compares equal to its YAML round trip."""
     if isinstance(value, dict):
@@ -255,6 +329,8 @@ def _plain(value):
 
 
 def train(config: TrainConfig, *, resume: bool = True) -> list[dict]:
-    return Trainer(config, resume=resume).run()
+    """Run (or resume) training; a finished run returns [] at once."""
+    prepared = prepare_run(config, resume=resume)
+    return [] if prepared.finished else Trainer(config, resume=resume, prepared=prepared).run()
 
 

@@ -1,0 +1,63 @@
+"""Every ```python block of README.md and docs/**/*.md runs as a user would run it: alone, in a fresh
+interpreter, in an empty directory. An HTML comment on the line above a fence may skip the block,
+giving the reason (`<!-- not-run: needs a GPU -->`), or mark it slow (`<!-- slow: loads MiniLM -->`)."""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+PAGES = [ROOT / "README.md", *sorted((ROOT / "docs").rglob("*.md"))]
+MARK = re.compile(r"<!--\s*(?P<mark>not-run|slow):\s*(?P<reason>.+?)\s*-->")
+# Pages whose owners are rewriting them; their blocks still run, and report, without failing CI.
+BEING_REWRITTEN = {"docs/allocator.md", "docs/simulator.md", "docs/allocation.md", "docs/success_gp.md"}
+TIMEOUT_S = 300
+
+
+def python_blocks(page: Path) -> list[tuple[int, str, dict]]:
+    """(line of the opening fence, code, {mark: reason} from the comment above it) per ```python block."""
+    lines = page.read_text().splitlines()
+    blocks, start = [], None
+    for number, line in enumerate(lines, 1):
+        if start is None and line.strip() == "```python":
+            start = number
+        elif start is not None and line.strip() == "```":
+            above = next((text for text in reversed(lines[: start - 1]) if text.strip()), "")
+            marks = {match["mark"]: match["reason"] for match in MARK.finditer(above)}
+            blocks.append((start, "\n".join(lines[start:number - 1]), marks))
+            start = None
+    assert start is None, f"{page}: the ```python block at line {start} is never closed"
+    return blocks
+
+
+def cases():
+    for page in PAGES:
+        name = page.relative_to(ROOT).as_posix()
+        for line, code, comment in python_blocks(page):
+            marks = []
+            if "not-run" in comment:
+                marks.append(pytest.mark.skip(reason=f"not run: {comment['not-run']}"))
+            if "slow" in comment:
+                marks.append(pytest.mark.slow)
+            if name in BEING_REWRITTEN:
+                marks.append(pytest.mark.xfail(strict=False, reason="page being rewritten"))
+            yield pytest.param(code, id=f"{name}:{line}", marks=marks)
+
+
+def test_not_run_marks_are_rare():
+    skipped = [comment["not-run"] for page in PAGES for _, _, comment in python_blocks(page) if "not-run" in comment]
+    assert len(skipped) <= 2, skipped
+
+
+@pytest.mark.parametrize("code", list(cases()))
+def test_python_block_runs(code, tmp_path):
+    environment = {**os.environ, "VIPFAST_CACHE": str(tmp_path / "cache"), "MPLBACKEND": "Agg"}
+    result = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, env=environment, capture_output=True,
+                            text=True, timeout=TIMEOUT_S)
+    assert result.returncode == 0, f"exit status {result.returncode}\n{result.stderr[-4000:]}"
