@@ -31,9 +31,10 @@ from .success_gp import SuccessGP
 
 __all__ = ["SuccessModel", "SuccessPrediction"]
 
-_NEWTON_STEPS = 30
+_NEWTON_STEPS = 60
+_MAX_NEWTON_STEP = 2.0  # logits
 _HERMITE = np.polynomial.hermite_e.hermegauss(48)
-_PREDICTIVE_NODES = np.polynomial.hermite_e.hermegauss(16)
+_SELECTION_NODES = np.polynomial.hermite_e.hermegauss(20)
 # Candidate prompt-effect variances τ² (logit²) and the per-update weight of past scores.
 _PROMPT_VAR_GRID = np.geomspace(0.05, 100.0, 12)
 _PROMPT_VAR_FORGETTING = 0.9
@@ -172,7 +173,8 @@ class SuccessModel:
             mean, var = self._prior(np.broadcast_to(cavity_mean, tau2.shape).ravel(),
                                     np.broadcast_to(cavity_var, tau2.shape).ravel(), tau2.ravel(), calibrated)
             mean, var = _laplace_posterior(mean.reshape(tau2.shape), var.reshape(tau2.shape), own_k, own_n)
-            root = np.sqrt(np.maximum(_moments(mean.ravel(), var.ravel())[1].reshape(tau2.shape), 1e-12))
+            root = np.sqrt(np.maximum(_moments(mean.ravel(), var.ravel(), _SELECTION_NODES)[1].reshape(tau2.shape),
+                                      1e-12))
             loss = (informative[:, None] / root).sum(0) * root.sum(0) / len(n) ** 2
             self.prompt_var_scores[choice] = _PROMPT_VAR_FORGETTING * self.prompt_var_scores[choice] + loss
         choice, best = np.unravel_index(int(np.argmin(self.prompt_var_scores)), self.prompt_var_scores.shape)
@@ -235,22 +237,28 @@ def _merge_duplicates(keys, successes, trials, embeddings):
 def _laplace_posterior(prior_mean, prior_var, successes, trials):
     """N(f̂, 1/(n σ(f̂)σ(−f̂) + 1/V)) at the mode f̂ of k log σ(f) + (n − k) log σ(−f) − (f − m)²/(2V).
 
-    The log posterior is strictly concave, so its derivative falls monotonically; its root lies in
-    [m − V(n + 1), m + V(n + 1)]. Newton's steps are kept inside the shrinking bracket (a step that would
-    leave it bisects instead), which converges from any start where plain Newton can oscillate."""
+    The log posterior is strictly concave and its derivative at m is g₀ = k − n σ(m); for f past m on g₀'s side
+    the derivative is at most |g₀| − |f − m|/V in size, so the mode lies between m and m + V g₀. Newton's steps,
+    at most two logits long, are kept inside that shrinking bracket (a step that would leave it bisects),
+    which converges where plain Newton can oscillate on the logistic's flat tails."""
     m = np.asarray(prior_mean, dtype=np.float64)
     v = np.asarray(prior_var, dtype=np.float64)
     k, n = np.asarray(successes, dtype=np.float64), np.asarray(trials, dtype=np.float64)
     m, v, k, n = np.broadcast_arrays(m, v, k, n)
-    low, high = m - v * (n + 1), m + v * (n + 1)
-    f = m.copy()
+    far = m + v * (k - n * _sigmoid(m))
+    low, high = np.minimum(m, far), np.maximum(m, far)
+    f = np.clip(m, low, high)
     for _ in range(_NEWTON_STEPS):
         p = _sigmoid(f)
         gradient = k - n * p - (f - m) / v
         low = np.where(gradient > 0, f, low)
         high = np.where(gradient > 0, high, f)
-        step = f + gradient / (n * p * (1 - p) + 1.0 / v)
-        f = np.where((step > low) & (step < high), step, 0.5 * (low + high))
+        step = np.clip(gradient / (n * p * (1 - p) + 1.0 / v), -_MAX_NEWTON_STEP, _MAX_NEWTON_STEP)
+        updated = np.where((f + step >= low) & (f + step <= high), f + step, 0.5 * (low + high))
+        converged = np.all(np.abs(updated - f) <= 1e-9)
+        f = updated
+        if converged:
+            break
     p = _sigmoid(f)
     return f, 1.0 / (n * p * (1 - p) + 1.0 / v)
 
@@ -259,19 +267,9 @@ def _sigmoid(f):
     return 0.5 * (1.0 + np.tanh(0.5 * f))
 
 
-def _log_predictive(mean, var, successes, trials):
-    """log ∫ σ(f)^k σ(−f)^(n−k) N(f; mean, var) df by Gauss–Hermite (the binomial coefficient dropped: it does
-    not depend on the model)."""
-    nodes, weights = _PREDICTIVE_NODES
-    f = mean[..., None] + np.sqrt(var)[..., None] * nodes
-    log_p, log_q = -np.logaddexp(0.0, -f), -np.logaddexp(0.0, f)
-    terms = successes[..., None] * log_p + (trials - successes)[..., None] * log_q + np.log(weights / weights.sum())
-    return np.logaddexp.reduce(terms, axis=-1)
-
-
-def _moments(mean, var):
+def _moments(mean, var, rule=None):
     """(E[σ(f)], E[σ(f)(1 − σ(f))]) for f ~ N(mean, var) by Gauss–Hermite quadrature."""
-    nodes, weights = _HERMITE
+    nodes, weights = _HERMITE if rule is None else rule
     f = mean[:, None] + np.sqrt(var)[:, None] * nodes[None, :]
     p = _sigmoid(f)
     weights = weights / weights.sum()
