@@ -131,6 +131,7 @@ class RunResult:
             objective_vs_uniform=mean("objective_vs_uniform", single),
             fresh_objective_vs_uniform=mean("objective_vs_uniform", fresh),
             brier=mean("brier", scored), beta_brier=mean("beta_brier", scored), ece=mean("ece", scored),
+            p_spread=mean("p_spread", scored),
             final_mean_p=rows[-1]["mean_p"], generated=generated, wall=sum(r["wall"] for r in rows),
             latency_ms=float(np.median([r["latency"] for r in rows]) * 1e3),
         )
@@ -235,14 +236,15 @@ def _prediction_scores(observed, log) -> dict:
     predicted, beta, outcomes = [], [], []
     for observation in observed:
         if observation.plan.p is None:
-            return dict(brier=None, beta_brier=None, global_brier=None, ece=None)
+            return dict(brier=None, beta_brier=None, global_brier=None, ece=None, p_spread=None)
         sizes = observation.group_sizes
         predicted.append(np.repeat(observation.plan.p, sizes))
         beta.append(np.repeat(log.beta_p(observation.plan.keys), sizes))
         outcomes.append(observation.rewards)
     if not outcomes:
-        return dict(brier=None, beta_brier=None, global_brier=None, ece=None)
+        return dict(brier=None, beta_brier=None, global_brier=None, ece=None, p_spread=None)
+    spread = float(np.ptp(np.quantile(np.concatenate([o.plan.p for o in observed]), [0.05, 0.95])))
     predicted, beta, outcomes = map(np.concatenate, (predicted, beta, outcomes))
     return dict(brier=float(np.mean((predicted - outcomes) ** 2)), beta_brier=float(np.mean((beta - outcomes) ** 2)),
                 global_brier=float(np.mean((log.global_p() - outcomes) ** 2)),
-                ece=expected_calibration_error(predicted, outcomes))
+                ece=expected_calibration_error(predicted, outcomes), p_spread=spread)
