@@ -189,12 +189,9 @@ class SuccessModel:
 
     def stats(self) -> dict:
         return dict(prompts_held=len(self.counts), gp_stored=self.gp.num_stored, prompt_var=self.prompt_var,
+                    recalibrated=self.use_calibration,
                     calibration=dict(offset=self.calibration.offset, scale=float(np.exp(self.calibration.log_scale))),
                     memory_bytes=self.counts.memory_bytes)
-
-    def options(self) -> dict:
-        return dict(gp_options=self.gp.config, fixed_prompt_var=self.fixed_prompt_var, forgetting=self.forgetting,
-                    capacity=self.counts.capacity)
 
     def state_arrays(self) -> dict[str, np.ndarray]:
         arrays = {f"gp/{k}": np.asarray(v) for k, v in self.gp.state_dict().items()}
