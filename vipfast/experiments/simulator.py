@@ -138,7 +138,8 @@ class RunResult:
 
 
 def simulate(allocator, scenario: Scenario, *, sampler=None, label=None, progress=True) -> RunResult:
-    """Run `allocator` under `sampler` (default: one round) for scenario.steps steps; deterministic per seed."""
+    """Run `allocator` under `sampler` (default: one round) for scenario.steps steps, or until
+    scenario.rollout_budget rollouts were generated; deterministic per seed."""
     sampler = sampler or make_sampler("single")
     population = Population(scenario)
     if isinstance(allocator, OracleAllocator):  # the oracles read the simulated policy
@@ -155,6 +156,8 @@ def simulate(allocator, scenario: Scenario, *, sampler=None, label=None, progres
             population.replace_pool()
             source.reset()
         rows.append(_step(step, allocator, sampler, population, source, rng, log, scenario))
+        if scenario.rollout_budget and sum(r["generated"] for r in rows) >= scenario.rollout_budget:
+            break
     return RunResult(name, rows)
 
 
