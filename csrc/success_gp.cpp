@@ -167,7 +167,9 @@ void SuccessGP::commit_observe(bool relinearise, const PredictionBasis* basis, L
   if (fast_) fast_->reserve(store_->slots());
   store_->begin_change();
   if (fast_) fast_->begin_change();
-  std::unique_ptr<gp::FastEngine> replaced;  // the engine a rebuild replaced, kept until the change commits
+  // A rebuild replaces the engine (perhaps none): the one it replaced is kept until the change commits.
+  bool rebuilt = false;
+  std::unique_ptr<gp::FastEngine> replaced;
   try {
     if (relinearise) {
       moved_.clear();
@@ -189,13 +191,14 @@ void SuccessGP::commit_observe(bool relinearise, const PredictionBasis* basis, L
         std::unique_ptr<gp::FastEngine> built = gp::FastEngine::build(config_, *store_);
         replaced = std::move(fast_);
         fast_ = std::move(built);
+        rebuilt = true;
       } else {
         fast_->apply_staged();
       }
     }
     stage_completed(ObserveStage::engine_updated);
   } catch (...) {
-    if (replaced) fast_ = std::move(replaced);
+    if (rebuilt) fast_ = std::move(replaced);
     if (fast_) fast_->rollback_change();
     store_->rollback_change();
     exact_->invalidate();
@@ -296,7 +299,8 @@ std::unique_ptr<SuccessGP> SuccessGP::from_state(const GPState& state) {
   if (m > 0 && n == 0) fail("state has inducing points but no stored keys");
   if (m > 0 && !fast) fail("state has fast-mode sums but mode '", gp_mode_name(saved.config.mode), "' would not use them");
   if (m == 0 && n > 0 && fast) fail("state stores keys in fast mode but has no inducing points");
-  if (m > 0) g.fast_ = gp::FastEngine::restore(saved.config, *g.store_, saved.fast);
+  if (m > 0)
+    g.fast_ = gp::FastEngine::restore(saved.config, *g.store_, saved.fast, saved.format_version < kSuccessGPStateVersion);
   const gp::SavedCalibration& c = saved.calibration;
   std::vector<LogitCalibration::Record> records(c.record_steps.size());
   for (size_t i = 0; i < records.size(); ++i) {

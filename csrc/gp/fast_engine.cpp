@@ -82,7 +82,7 @@ std::unique_ptr<FastEngine> FastEngine::build(const SuccessGPConfig& config, con
 }
 
 std::unique_ptr<FastEngine> FastEngine::restore(const SuccessGPConfig& config, const KeyStore& store,
-                                                const SavedFastEngine& saved) {
+                                                const SavedFastEngine& saved, bool legacy) {
   const int64_t m = saved.num_inducing_used, n = store.size(), d = config.dim;
   InducingPoints z{m, saved.inducing_points, std::vector<double>(static_cast<size_t>(m))};
   for (int64_t k = 0; k < m; ++k) z.squared_norms[k] = sum_squares(&z.points[k * d], d);
@@ -100,14 +100,15 @@ std::unique_ptr<FastEngine> FastEngine::restore(const SuccessGPConfig& config, c
   g.s_info_ = Eigen::MatrixXd::Zero(m, m);
   for (int64_t i = 0; i < m; ++i)
     for (int64_t j = 0; j <= i; ++j) g.s_info_(i, j) = saved.information[i * m + j];
+  g.c_info_ = ConstVecMap(saved.information_targets.data(), m);
+  g.e_info_ = ConstVecMap(saved.information_weights.data(), m);
+  if (legacy && g.s_info_.diagonal().minCoeff() < 0) g.resum_information(store);
   for (int64_t i = 0; i < m; ++i)
     if (g.s_info_(i, i) < 0) fail("state['information'] has a negative diagonal entry at ", i);
   Eigen::MatrixXd precision = g.s_info_.selfadjointView<Eigen::Lower>();
   precision.diagonal().array() += 1.0;
   if (Eigen::LLT<Eigen::MatrixXd>(precision).info() != Eigen::Success)
     fail("state['information'] is not positive semi-definite");
-  g.c_info_ = ConstVecMap(saved.information_targets.data(), m);
-  g.e_info_ = ConstVecMap(saved.information_weights.data(), m);
   g.delta_ref_ = saved.coverage_reference;
   g.delta_ema_ = saved.coverage_average;
   if (!(std::isfinite(g.delta_ref_) && std::isfinite(g.delta_ema_))) fail("state coverage statistics are not finite");

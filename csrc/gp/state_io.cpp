@@ -327,7 +327,11 @@ SavedGP read_state(const GPState& state) {
     fail("state format_version ", got.str(), " is not supported: vipfast ", VIPFAST_VERSION,
          " reads SuccessGP state format_versions 1 to ", kSuccessGPStateVersion);
   }
-  if (version < kSuccessGPStateVersion) return read_state(upgraded(state, version));
+  if (version < kSuccessGPStateVersion) {
+    SavedGP saved = read_state(upgraded(state, version));
+    saved.format_version = version;
+    return saved;
+  }
   reject_unknown(state);
   SavedGP saved;
   read_config(state, saved.config);

@@ -25,8 +25,10 @@ class FastEngine {
  public:
   // The engine on the stored keys: inducing points from them, every key's features and site, the sums.
   static std::unique_ptr<FastEngine> build(const SuccessGPConfig& config, const KeyStore& store);
+  // Versions 1 and 2 could save information sums whose diagonal a rounding error had taken below 0;
+  // such a `legacy` state's sums are summed again from its features and sites.
   static std::unique_ptr<FastEngine> restore(const SuccessGPConfig& config, const KeyStore& store,
-                                             const SavedFastEngine& saved);
+                                             const SavedFastEngine& saved, bool legacy);
   void save(const KeyStore& store, SavedFastEngine& saved) const;
 
   int64_t num_inducing() const { return m_; }

@@ -45,6 +45,7 @@ struct SavedCalibration {
 };
 
 struct SavedGP {
+  int64_t format_version = kSuccessGPStateVersion;  // of the state it was read from
   SuccessGPConfig config;
   SavedStore store;
   SavedFastEngine fast;
