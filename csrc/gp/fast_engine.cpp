@@ -21,6 +21,15 @@ constexpr double kCoverageEma = 0.3;
 constexpr double kCoverageFactor = 2.0;
 constexpr double kCoverageMargin = 0.05;
 constexpr int64_t kChunk = 1024;  // rows per block when computing the features of the stored set
+// A saved state's features and sums must match the engine's own, computed again, within these
+// (relative) tolerances: far above rounding, far below what another kernel or other counts give.
+constexpr double kFeatureTolerance = 1e-8;
+constexpr double kSumTolerance = 1e-6;
+
+bool close_to(const Eigen::MatrixXd& saved, const Eigen::MatrixXd& computed) {
+  if (saved.size() == 0) return true;
+  return (saved - computed).cwiseAbs().maxCoeff() <= kSumTolerance * (1.0 + computed.cwiseAbs().maxCoeff());
+}
 
 // Ids of inducing sets: a process-wide counter from a random start, so that a prediction is never
 // taken for one made with another set, by another model or in another process.
@@ -109,6 +118,7 @@ std::unique_ptr<FastEngine> FastEngine::restore(const SuccessGPConfig& config, c
   precision.diagonal().array() += 1.0;
   if (Eigen::LLT<Eigen::MatrixXd>(precision).info() != Eigen::Success)
     fail("state['information'] is not positive semi-definite");
+  g.check_consistency(store);
   g.delta_ref_ = saved.coverage_reference;
   g.delta_ema_ = saved.coverage_average;
   if (!(std::isfinite(g.delta_ref_) && std::isfinite(g.delta_ema_))) fail("state coverage statistics are not finite");
@@ -116,6 +126,32 @@ std::unique_ptr<FastEngine> FastEngine::restore(const SuccessGPConfig& config, c
   if (g.size_at_selection_ < 0 || g.size_at_selection_ > config.capacity)
     fail("state['inducing_selected_at'] = ", g.size_at_selection_, " is outside [0, capacity]");
   return engine;
+}
+
+// The features and sums are redundant: what the engine computes from the stored keys and the
+// inducing points. A state assembled from parts that do not belong together (another kernel,
+// other counts) is refused here rather than left to fail later.
+void FastEngine::check_consistency(const KeyStore& store) {
+  const int64_t n = store.size();
+  std::vector<double> computed(static_cast<size_t>(std::min(kChunk, n) * m_));
+  const double tolerance = kFeatureTolerance * std::sqrt(config_.signal_var);
+  for (int64_t start = 0; start < n; start += kChunk) {
+    const int64_t rows = std::min(kChunk, n - start);
+    features(store.embedding(start), store.squared_norms() + start, rows, computed.data());
+    for (int64_t i = 0; i < rows * m_; ++i)
+      if (!(std::abs(computed[i] - phi_[start * m_ + i]) <= tolerance))
+        fail("state['features'] do not match the embeddings, the inducing points and the kernel");
+  }
+  const Eigen::MatrixXd saved_s = s_info_.triangularView<Eigen::Lower>();
+  const Eigen::VectorXd saved_c = c_info_, saved_e = e_info_;
+  resum_information(store);
+  const bool consistent = close_to(saved_s, s_info_.triangularView<Eigen::Lower>()) && close_to(saved_c, c_info_) &&
+                          close_to(saved_e, e_info_);
+  s_info_ = saved_s;
+  c_info_ = saved_c;
+  e_info_ = saved_e;
+  if (!consistent)
+    fail("state['information'], its targets and weights do not match the features and the stored counts");
 }
 
 void FastEngine::save(const KeyStore& store, SavedFastEngine& saved) const {

@@ -24,6 +24,8 @@ constexpr double kLaplaceTrustRegion = 2.0;
 // Sites whose linearisation point is within this many logits of the posterior mean are kept: 0.5
 // re-linearises a third as many sites per step as 0.25 at no loss in the simulator (docs/success_gp.md).
 constexpr double kRelinearisationTolerance = 0.5;
+// Counters that grow by one per observed key; a state beyond this could overflow them.
+constexpr int64_t kMaxCounter = int64_t{1} << 62;
 
 double median_of(double* first, int64_t n) {
   double* mid = first + n / 2;
@@ -383,13 +385,17 @@ void KeyStore::save(SavedStore& s) const {
 
 void KeyStore::restore(const SavedStore& s) {
   if (s.step < 0) fail("state['step'] = ", s.step, " is negative");
-  if (s.seq_counter < 0) fail("state['seq_counter'] = ", s.seq_counter, " is negative");
+  if (s.seq_counter < 0 || s.seq_counter > kMaxCounter)
+    fail("state['seq_counter'] = ", s.seq_counter, " is outside [0, 2^62]");
   const double ell = s.lengthscale_in_use;
   if (!(std::isfinite(ell) && (ell >= kMinLengthscale || ell == -1.0)))
     fail("state['lengthscale_in_use'] = ", ell, " is invalid");
   if (config_.lengthscale && ell != *config_.lengthscale)
     fail("state['lengthscale_in_use'] disagrees with state['lengthscale']");
-  if (s.lengthscale_count < 0 || s.lengthscale_inserts < 0) fail("state lengthscale bookkeeping is negative");
+  if (s.lengthscale_count < 0 || s.lengthscale_count > config_.capacity)
+    fail("state['lengthscale_count'] = ", s.lengthscale_count, " is outside [0, capacity]");
+  if (s.lengthscale_inserts < 0 || s.lengthscale_inserts > kMaxCounter)
+    fail("state['lengthscale_inserts'] = ", s.lengthscale_inserts, " is outside [0, 2^62]");
   const auto n = static_cast<int64_t>(s.keys.size());
   if (n > config_.capacity) fail("state holds ", n, " keys but its capacity is ", config_.capacity);
   if (n > 0 && ell == -1.0) fail("state has stored keys but no lengthscale");

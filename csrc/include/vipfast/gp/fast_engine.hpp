@@ -82,6 +82,7 @@ class FastEngine {
 
   FastEngine(const SuccessGPConfig& config, InducingPoints z);
   void factor_inducing_kernel();
+  void check_consistency(const KeyStore& store);
   void features(const double* rows, const double* sq, int64_t count, double* out);
   double residual_variance(const double* phi) const;
   double site_weight(const KeyStore& store, int64_t slot) const { return site_[slot] * store.weight(slot); }
