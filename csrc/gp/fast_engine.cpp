@@ -406,17 +406,20 @@ void FastEngine::rollback_change() noexcept {
   factor_valid_ = false;
 }
 
-void FastEngine::save_slot(int64_t slot) {
+void FastEngine::save_site(int64_t slot) {
   if (!changing_) return;
-  undo_.save(phi(slot), m_);
   undo_.save(&delta_[slot]);
   undo_.save(&site_[slot]);
+}
+
+void FastEngine::save_features(int64_t slot) {
+  if (changing_) undo_.save(phi(slot), m_);
 }
 
 void FastEngine::restage_sites(const KeyStore& store, const std::vector<RelinearisedSite>& moved) {
   for (const RelinearisedSite& site : moved) {
     const double old_weight = site_weight(store, site.slot);
-    save_slot(site.slot);
+    save_site(site.slot);
     set_site(store, site.slot);
     const double w = site_weight(store, site.slot);
     const double y = store.record(site.slot).target;
@@ -465,7 +468,7 @@ void FastEngine::stage_changes(const KeyStore& store, const std::vector<StoreCha
   for (const Update& up : updates_) {
     if (!up.live) continue;
     ++live;
-    if (!up.needs_phi) save_slot(up.slot);
+    save_site(up.slot);
     set_site(store, up.slot);
     batch_delta += delta_[up.slot];
     const double w = site_[up.slot];
@@ -490,7 +493,7 @@ void FastEngine::compute_fresh_features(const KeyStore& store, const PredictionB
   block_slots_.clear();
   for (const Update& up : updates_) {
     if (!up.live || !up.needs_phi) continue;
-    save_slot(up.slot);
+    save_features(up.slot);
     const int64_t index = reuse ? reusable_of_row_[up.row] : -1;
     if (index >= 0 && same_row(&reusable->feature_embeddings[index * dim_], store.embedding(up.slot), dim_)) {
       std::copy_n(&reusable->features[index * m_], m_, phi(up.slot));

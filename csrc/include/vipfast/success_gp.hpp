@@ -145,7 +145,7 @@ class SuccessGP {
   SuccessGP(const SuccessGP&) = delete;
   SuccessGP& operator=(const SuccessGP&) = delete;
 
-  // keys (Q), embeddings (Q, dim) row-major. Changes no state.
+  // keys (Q), embeddings (Q, dim) row-major. Changes nothing: the prediction is a value.
   Prediction predict(int64_t count, const uint64_t* keys, const double* embeddings);
   // keys (Q), embeddings (Q, dim) row-major, successes (Q), trials (Q). Successes may be fractional
   // (rewards in [0, 1] summed per group). Duplicate keys are merged (counts summed, the last
@@ -178,7 +178,7 @@ class SuccessGP {
  private:
   bool fast_in_use() const;
   void predict_latent(int64_t count, const uint64_t* keys, const double* rows, const double* squared_norms,
-                      double* mean, double* var, PredictionBasis* features_out);
+                      double* mean, double* var, PredictionBasis* basis);
   // Applies the merged batch to the store and the engines, or, if anything throws, to nothing.
   void commit_observe(bool relinearise, const PredictionBasis* basis, LogitCalibration& next_calibration);
   void stage_completed(ObserveStage stage);

@@ -92,7 +92,8 @@ class FastEngine {
   void rank_update(const double* a, int64_t rows, double sign);
   void factor(const KeyStore& store);
   void compute_fresh_features(const KeyStore& store, const PredictionBasis* reusable);
-  void save_slot(int64_t slot);
+  void save_site(int64_t slot);
+  void save_features(int64_t slot);
   double* phi(int64_t slot) { return phi_.data() + slot * m_; }
   const double* phi(int64_t slot) const { return phi_.data() + slot * m_; }
 
