@@ -138,7 +138,7 @@ void SuccessGP::observe(int64_t count, const uint64_t* keys, const double* embed
   // posterior means at the stored keys.
   PredictionBasis own;
   const PredictionBasis* basis = prediction;
-  LogitCalibration next_calibration = calibration_;
+  std::optional<LogitCalibration> next_calibration;
   if (calibration_.enabled()) {
     if (!basis) {
       own.keys.assign(keys, keys + count);
@@ -162,7 +162,8 @@ void SuccessGP::observe(int64_t count, const uint64_t* keys, const double* embed
   commit_observe(relinearise, basis, next_calibration);
 }
 
-void SuccessGP::commit_observe(bool relinearise, const PredictionBasis* basis, LogitCalibration& next_calibration) {
+void SuccessGP::commit_observe(bool relinearise, const PredictionBasis* basis,
+                               std::optional<LogitCalibration>& next_calibration) {
   store_->reserve(static_cast<int64_t>(batch_->first_row.size()));
   if (fast_) fast_->reserve(store_->slots());
   store_->begin_change();
@@ -206,7 +207,7 @@ void SuccessGP::commit_observe(bool relinearise, const PredictionBasis* basis, L
   }
   store_->commit_change();
   if (fast_) fast_->commit_change();
-  calibration_ = std::move(next_calibration);
+  if (next_calibration) calibration_ = std::move(*next_calibration);
   exact_->invalidate();
   if (fast_) fast_->invalidate_factor();
 }

@@ -133,9 +133,8 @@ py::array_t<T> copied(const std::vector<T>& values) {
 }
 
 py::tuple basis_state(const PredictionBasis& b) {
-  auto copy = [](const auto& values) { return copied(values); };
-  return py::make_tuple(copy(b.keys), copy(b.latent_mean), copy(b.latent_var), b.inducing_id, b.feature_width,
-                        copy(b.feature_rows), copy(b.features), copy(b.feature_embeddings));
+  return py::make_tuple(copied(b.keys), copied(b.latent_mean), copied(b.latent_var), b.inducing_id, b.feature_width,
+                        copied(b.feature_rows), copied(b.features), copied(b.feature_embeddings));
 }
 
 template <class T>

@@ -180,7 +180,7 @@ class SuccessGP {
   void predict_latent(int64_t count, const uint64_t* keys, const double* rows, const double* squared_norms,
                       double* mean, double* var, PredictionBasis* basis);
   // Applies the merged batch to the store and the engines, or, if anything throws, to nothing.
-  void commit_observe(bool relinearise, const PredictionBasis* basis, LogitCalibration& next_calibration);
+  void commit_observe(bool relinearise, const PredictionBasis* basis, std::optional<LogitCalibration>& next_calibration);
   void stage_completed(ObserveStage stage);
 
   SuccessGPConfig config_;
