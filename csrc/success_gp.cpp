@@ -263,6 +263,15 @@ int64_t SuccessGP::num_inducing_used() const {
   return fast_ ? fast_->num_inducing() : 0;
 }
 
+void SuccessGP::stored_sites(int64_t count, const uint64_t* keys, double* precision, double* target) const {
+  std::lock_guard<std::mutex> lock(mutex_);
+  for (int64_t i = 0; i < count; ++i) {
+    const int64_t slot = store_->find(keys[i]);
+    precision[i] = slot < 0 ? 0.0 : store_->record(slot).precision * store_->weight(slot);
+    target[i] = slot < 0 ? 0.0 : store_->record(slot).target;
+  }
+}
+
 PseudoObservations SuccessGP::pseudo_observations() const {
   std::lock_guard<std::mutex> lock(mutex_);
   return store_->pseudo_observations();

@@ -259,6 +259,11 @@ class SuccessGP:
         noise="laplace", each site's linearisation point f*."""
         return self._gp.pseudo_observations()
 
+    def stored_sites(self, keys) -> tuple[np.ndarray, np.ndarray]:
+        """(precision, target), float64 [Q]: each key's pseudo-observation now (precision s^-2 * forgetting**age),
+        precision 0 for keys the store does not hold. What a prediction at a stored key owes to its own counts."""
+        return self._gp.stored_sites(as_uint64_keys(keys))
+
     # -- state ---------------------------------------------------------------------------
 
     def state_dict(self) -> dict[str, Any]:

@@ -26,14 +26,14 @@ import numpy as np
 
 from . import _core
 from ._validation import as_uint64_keys
-from .allocators.prompt_table import PromptTable
+from .allocators.prompt_table import PromptTable, merge_duplicate_keys
 from .success_gp import SuccessGP
 
 __all__ = ["SuccessModel", "SuccessPrediction"]
 
 _NEWTON_STEPS = 60
 _MAX_NEWTON_STEP = 2.0  # logits
-_HERMITE = np.polynomial.hermite_e.hermegauss(48)
+_HERMITE = np.polynomial.hermite_e.hermegauss(96)
 _SELECTION_NODES = np.polynomial.hermite_e.hermegauss(20)
 # Candidate prompt-effect variances τ² (logit²) and the per-update weight of past scores.
 _PROMPT_VAR_GRID = np.geomspace(0.05, 100.0, 12)
@@ -92,23 +92,13 @@ class SuccessModel:
     def _cavity(self, keys, gp_prediction) -> tuple[np.ndarray, np.ndarray]:
         """The GP's posterior at each prompt without that prompt's own site (exact for Gaussian sites)."""
         mean, var = gp_prediction.mean, gp_prediction.var
-        site_precision, site_target = self._sites(keys)
+        site_precision, site_target = self.gp.stored_sites(keys)
         precision = 1.0 / var - site_precision
         held = (site_precision > 0) & (precision > 1e-12)
         cavity_var = np.where(held, 1.0 / np.where(held, precision, 1.0), var)
         cavity_mean = np.where(held, cavity_var * (mean / var - site_precision * site_target), mean)
         return cavity_mean, cavity_var
 
-    def _sites(self, keys) -> tuple[np.ndarray, np.ndarray]:
-        stored = self.gp.pseudo_observations()
-        index = {k: i for i, k in enumerate(stored["keys"].tolist())}
-        rows = np.array([index.get(k, -1) for k in keys.tolist()], dtype=np.int64)
-        held = rows >= 0
-        precision = np.zeros(len(keys))
-        target = np.zeros(len(keys))
-        precision[held] = 1.0 / stored["noise_var"][rows[held]]
-        target[held] = stored["targets"][rows[held]]
-        return precision, target
 
     def _prior(self, cavity_mean, cavity_var, prompt_var, calibrated=None):
         """The prior for f: N(m, v + τ²) from the embeddings, recalibrated (a + b m, b² (v + τ²)) when the
@@ -139,9 +129,9 @@ class SuccessModel:
                                 trials)
         if not self.fixed_prompt_var:
             self._update_prompt_var(prediction, successes, trials)
-        keys, successes, trials, embeddings = _merge_duplicates(keys, successes, trials, embeddings)
-        old_successes, old_trials = self.own_counts(keys)
         self.gp.observe(keys, embeddings, successes, trials, prediction=prediction.gp)
+        keys, successes, trials = merge_duplicate_keys(keys, successes, trials)
+        old_successes, old_trials = self.own_counts(keys)
         rows = self.counts.insert(keys)
         self.counts.write("successes", rows, old_successes + successes)
         self.counts.write("trials", rows, old_trials + trials)
@@ -173,8 +163,7 @@ class SuccessModel:
             mean, var = self._prior(np.broadcast_to(cavity_mean, tau2.shape).ravel(),
                                     np.broadcast_to(cavity_var, tau2.shape).ravel(), tau2.ravel(), calibrated)
             mean, var = _laplace_posterior(mean.reshape(tau2.shape), var.reshape(tau2.shape), own_k, own_n)
-            root = np.sqrt(np.maximum(_moments(mean.ravel(), var.ravel(), _SELECTION_NODES)[1].reshape(tau2.shape),
-                                      1e-12))
+            root = np.sqrt(np.maximum(_quick_weight(mean, var), 1e-12))
             loss = (informative[:, None] / root).sum(0) * root.sum(0) / len(n) ** 2
             self.prompt_var_scores[choice] = _PROMPT_VAR_FORGETTING * self.prompt_var_scores[choice] + loss
         choice, best = np.unravel_index(int(np.argmin(self.prompt_var_scores)), self.prompt_var_scores.shape)
@@ -220,17 +209,6 @@ class SuccessModel:
         self.step = int(arrays["step"])
 
 
-def _merge_duplicates(keys, successes, trials, embeddings):
-    """One row per distinct key, counts summed, the last embedding kept (as SuccessGP merges them)."""
-    unique, first, inverse = np.unique(keys, return_index=True, return_inverse=True)
-    if len(unique) == len(keys):
-        return keys, successes, trials, embeddings
-    last = np.zeros(len(unique), dtype=np.int64)
-    last[inverse] = np.arange(len(keys))
-    return (unique, np.bincount(inverse, weights=successes, minlength=len(unique)),
-            np.bincount(inverse, weights=trials, minlength=len(unique)).astype(np.int64), np.asarray(embeddings)[last])
-
-
 def _laplace_posterior(prior_mean, prior_var, successes, trials):
     """N(f̂, 1/(n σ(f̂)σ(−f̂) + 1/V)) at the mode f̂ of k log σ(f) + (n − k) log σ(−f) − (f − m)²/(2V).
 
@@ -264,10 +242,16 @@ def _sigmoid(f):
     return 0.5 * (1.0 + np.tanh(0.5 * f))
 
 
-def _moments(mean, var, rule=None):
-    """(E[σ(f)], E[σ(f)(1 − σ(f))]) for f ~ N(mean, var) by Gauss–Hermite quadrature."""
-    nodes, weights = _HERMITE if rule is None else rule
-    f = mean[:, None] + np.sqrt(var)[:, None] * nodes[None, :]
-    p = _sigmoid(f)
-    weights = weights / weights.sum()
-    return p @ weights, (p * (1 - p)) @ weights
+def _moments(mean, var):
+    """(E[σ(f)], E[σ(f)(1 − σ(f))]) for f ~ N(mean, var): Gauss–Hermite for the first, the core's quadrature
+    (Gauss–Legendre over σ(f) where the variance is large) for the second."""
+    nodes, weights = _HERMITE
+    p = _sigmoid(mean[:, None] + np.sqrt(var)[:, None] * nodes[None, :])
+    return p @ (weights / weights.sum()), _core.expected_bernoulli_variance(mean, var)
+
+
+def _quick_weight(mean, var):
+    """E[σ(f)(1 − σ(f))] by a 20-node Gauss–Hermite rule, any shape: enough to rank candidate choices."""
+    nodes, weights = _SELECTION_NODES
+    p = _sigmoid(mean[..., None] + np.sqrt(var)[..., None] * nodes)
+    return (p * (1 - p)) @ (weights / weights.sum())

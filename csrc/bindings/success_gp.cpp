@@ -7,6 +7,7 @@
 #include <string>
 
 #include "arrays.hpp"
+#include "vipfast/gp/quadrature.hpp"
 #include "vipfast/success_gp.hpp"
 
 namespace vipfast::bindings {
@@ -323,6 +324,33 @@ py::dict gp_pseudo_observations(const SuccessGP& gp) {
   return out;
 }
 
+py::tuple gp_stored_sites(const SuccessGP& gp, const UInt64Array& keys) {
+  require_ndim(keys, 1, "keys");
+  const py::ssize_t count = keys.shape(0);
+  py::array_t<double> precision(count), target(count);
+  const uint64_t* k = keys.data();
+  double* out_precision = precision.mutable_data();
+  double* out_target = target.mutable_data();
+  {
+    py::gil_scoped_release release;
+    gp.stored_sites(count, k, out_precision, out_target);
+  }
+  return py::make_tuple(precision, target);
+}
+
+py::array_t<double> expected_bernoulli_variances(const DoubleArray& mean, const DoubleArray& var) {
+  require_ndim(mean, 1, "mean");
+  require_ndim(var, 1, "var");
+  require_length(var.shape(0), mean.shape(0), "var");
+  const py::ssize_t count = mean.shape(0);
+  py::array_t<double> out(count);
+  const double *m = mean.data(), *v = var.data();
+  double* w = out.mutable_data();
+  py::gil_scoped_release release;
+  for (py::ssize_t i = 0; i < count; ++i) w[i] = vipfast::gp::expected_bernoulli_variance(m[i], v[i]);
+  return out;
+}
+
 vipfast::ObserveStage stage_named(const std::string& name) {
   if (name == "relinearised") return vipfast::ObserveStage::relinearised;
   if (name == "stored") return vipfast::ObserveStage::stored;
@@ -352,6 +380,8 @@ void bind_success_gp(py::module_& m) {
       .def("state", &gp_state)
       .def_static("from_state", &gp_from_state, py::arg("state"))
       .def("pseudo_observations", &gp_pseudo_observations)
+      .def("stored_sites", &gp_stored_sites, py::arg("keys"),
+           "(precision, target) float64[Q] of each key's current site; precision 0 where not stored.")
       .def("_inject_failure_after", [](SuccessGP& gp, const std::string& stage) { gp.inject_failure_after(stage_named(stage)); },
            py::arg("stage"), "Tests only: the next observe fails once it has completed this stage.")
       .def_property_readonly("dim", [](const SuccessGP& gp) { return gp.config().dim; })
@@ -364,6 +394,8 @@ void bind_success_gp(py::module_& m) {
       .def_property_readonly("config", [](const SuccessGP& gp) { return config_dict(gp.config()); })
       .def_property_readonly("calibration", &SuccessGP::calibration, "(offset, scale) of the recalibration map.");
   m.attr("SUCCESS_GP_STATE_VERSION") = vipfast::kSuccessGPStateVersion;
+  m.def("expected_bernoulli_variance", &expected_bernoulli_variances, py::arg("mean"), py::arg("var"),
+        "E[sigmoid(f)(1 - sigmoid(f))] for f ~ N(mean, var), elementwise, float64[Q].");
 }
 
 }  // namespace vipfast::bindings

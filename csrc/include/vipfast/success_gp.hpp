@@ -166,6 +166,9 @@ class SuccessGP {
   GPMode active_mode() const;     // exact or fast: what the next prediction uses
   int64_t num_inducing_used() const;
   PseudoObservations pseudo_observations() const;
+  // The current site of each key the store holds: precision (forgetting applied) and target of its
+  // pseudo-observation; precision 0 (and target 0) for keys it does not hold. All (count).
+  void stored_sites(int64_t count, const uint64_t* keys, double* precision, double* target) const;
   // The recalibration map f -> offset + scale f in use (0 and 1 while calibration is off).
   std::pair<double, double> calibration() const;
 
