@@ -277,3 +277,99 @@ def test_config_and_trainer_reject_what_they_cannot_run(tmp_path):
                        args=VIPGRPOConfig(**common_args(tmp_path), sampling="dynamic"),
                        allocator=vipfast.make_allocator("uniform", budget=16, min_rollouts=2, max_rollouts=8),
                        train_dataset=Dataset.from_dict({"prompt": PROMPTS * 4}), processing_class=tokenizer)
+
+
+TWO_PROCESS_RUNS = {
+    # DAPO's rounds with GRESO's screen: plans and screens come from the main process
+    "dynamic": dict(sampling="dynamic", allocator="greso", max_steps=3),
+    # rounds of 3 rollouts per active prompt: odd round sizes, so the processes' shares need filler rows
+    "reinforce_ada": dict(sampling="reinforce_ada", sampling_options={"rounds": 3, "per_round": 3}, allocator="knapsack",
+                          advantage_estimator="rloo", min_rollouts=2, max_rollouts=8, max_steps=2),
+}
+
+
+@pytest.mark.parametrize("run", sorted(TWO_PROCESS_RUNS))
+def test_two_processes_run_one_sampling_mode(tmp_path, run):
+    """Two CPU processes (gloo) run the mode identically; each generates an equal share of every round."""
+    import subprocess
+    import sys
+
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", __file__,
+               str(tmp_path), run]
+    finished = subprocess.run(command, capture_output=True, text=True, timeout=900)
+    assert finished.returncode == 0, finished.stderr[-4000:]
+    ranks = [json.loads((tmp_path / f"rank{r}.json").read_text()) for r in range(2)]
+    estimator = TWO_PROCESS_RUNS[run].get("advantage_estimator", "grpo")
+    assert len(ranks[0]) == len(ranks[1]) == TWO_PROCESS_RUNS[run]["max_steps"]
+    for step0, step1 in zip(*ranks):
+        assert step0["batch"] == step1["batch"] and step0["rows"] == step1["rows"]  # one mode, run alike
+        assert [len(call) for call in step0["calls"]] == [len(call) for call in step1["calls"]]  # equal shares
+        batch = step0["batch"]
+        # a round's rollouts are rank 0's share then rank 1's, the last ones filler
+        generated, filler = [], 0
+        for call0, call1, size in zip(step0["calls"], step1["calls"], batch["round_sizes"]):
+            generated += (call0 + call1)[:size]
+            filler += len(call0) + len(call1) - size
+        assert step0["log"]["vipfast/sampling/filler_rollouts"] == filler
+        generated = np.array(generated)
+        assert len(generated) == batch["generated_rollouts"]
+        rollouts, trained = np.array(batch["rollouts"]), np.array(batch["trained"])
+        np.testing.assert_array_equal(batch["rewards"], generated[rollouts])
+        kept = int(np.sum(step0["rows"]["trains"]))
+        expected = reference_advantages(generated[rollouts], batch["group_sizes"], estimator)[trained][:kept]
+        np.testing.assert_allclose((step0["advantages"] + step1["advantages"])[:kept], expected, rtol=1e-5, atol=1e-5)
+    if run == "reinforce_ada":
+        assert any(step["log"]["vipfast/sampling/filler_rollouts"] > 0 for step in ranks[0])
+    else:
+        assert any(step["batch"]["prompts_drawn"] > 12 for step in ranks[0])  # the screen skipped, refills came
+
+
+def _two_process_worker(out_dir: str, run: str) -> None:
+    """Run by test_two_processes_run_one_sampling_mode under torch.distributed.run: record what this rank saw."""
+    import pathlib
+
+    calls = []
+
+    def recording_reward(prompts, completions, **kwargs):
+        rewards = outcome_reward(prompts, completions)
+        calls.append(rewards)
+        return rewards
+
+    class Recorder(VIPGRPOTrainer):
+        def _generate_and_score_completions(self, inputs):
+            before = len(calls)
+            rounds_before = len(self.round_sizes)
+            output = super()._generate_and_score_completions(inputs)
+            batch = self.last_batch
+            steps.append(dict(calls=calls[before:], advantages=output["advantages"].tolist(),
+                              rows={key: value.tolist() for key, value in self.last_rows.items()},
+                              batch=dict(rollouts=batch.rollouts.tolist(), rewards=batch.rewards.tolist(),
+                                         group_sizes=batch.group_sizes.tolist(), trained=batch.trained.tolist(),
+                                         texts=list(batch.prompts.texts), prompts_drawn=batch.prompts_drawn,
+                                         generated_rollouts=batch.generated_rollouts,
+                                         round_sizes=self.round_sizes[rounds_before:])))
+            return output
+
+        def _generate_round(self, prompts, counts):
+            self.round_sizes.append(int(np.sum(counts)))
+            return super()._generate_round(prompts, counts)
+
+    steps = []
+    tokenizer = byte_tokenizer()
+    options = dict(TWO_PROCESS_RUNS[run])
+    args = VIPGRPOConfig(**common_args(out_dir, per_device_train_batch_size=8, max_steps=options.pop("max_steps")),
+                         allocator_embedder="hashing", **options)
+    trainer = Recorder(model=tiny_llama(tokenizer), reward_funcs=recording_reward, args=args,
+                       train_dataset=Dataset.from_dict({"prompt": distinct_prompts()}), processing_class=tokenizer)
+    trainer.round_sizes = []
+    trainer.train()
+    for step, log in zip(steps, step_logs(trainer)):
+        step["log"] = log
+    pathlib.Path(out_dir, f"rank{trainer.accelerator.process_index}.json").write_text(json.dumps(steps))
+    torch.distributed.destroy_process_group()  # see test_integration_trl._two_process_worker
+
+
+if __name__ == "__main__":
+    import sys
+
+    _two_process_worker(sys.argv[1], sys.argv[2])
