@@ -6,6 +6,7 @@ from collections.abc import Callable, Sequence
 
 import numpy as np
 
+from vipfast._validation import as_uint64_keys
 from vipfast.embedders import prompt_keys
 from vipfast.sampling import Prompts
 
@@ -25,6 +26,7 @@ class RefillOrder:
             raise ValueError(f"seed must be a non-negative integer, got {seed!r}")
         self.size, self.seed, self.shuffle = int(size), int(seed), bool(shuffle)
         self.epoch, self.position = 0, 0
+        self._cached: tuple[int, np.ndarray] | None = None  # (epoch, its order)
 
     def take(self, count: int) -> np.ndarray:
         """The next `count` indices, int64 [count], crossing epochs as needed."""
@@ -42,9 +44,12 @@ class RefillOrder:
         return np.concatenate(parts) if parts else np.empty(0, dtype=np.int64)
 
     def _order(self) -> np.ndarray:
-        if not self.shuffle:
-            return np.arange(self.size, dtype=np.int64)
-        return np.random.default_rng([self.seed, self.epoch]).permutation(self.size).astype(np.int64)
+        if self._cached is None or self._cached[0] != self.epoch:
+            order = np.arange(self.size, dtype=np.int64)
+            if self.shuffle:
+                order = np.random.default_rng([self.seed, self.epoch]).permutation(self.size).astype(np.int64)
+            self._cached = (self.epoch, order)
+        return self._cached[1]
 
     def state_dict(self) -> dict:
         return dict(size=self.size, seed=self.seed, shuffle=self.shuffle, epoch=self.epoch, position=self.position)
@@ -65,18 +70,31 @@ class StepSource:
     """A PromptSource for one step: the step's own prompts first, then those `refill(count)` supplies.
 
     texts / keys: the step's prompts (texts may be None when prompts are identified by keys alone).
-    refill(count) -> (texts or None, keys) of up to `count` further prompts; fewer (or none) when the data
-    ran out, more are kept for later draws. Prompt i of the source (in the order supplied) has id i, so
+    refill(count) -> (texts or None, keys) of up to `count` further prompts (more are kept for later
+    draws), or None once the data ran out. Prompt i of the source (in the order supplied) has id i, so
     the caller keeps its rows in the same order: its own first, then each refill's.
     """
 
-    def __init__(self, texts: Sequence[str] | None, keys, refill: Callable[[int], tuple] | None = None):
+    def __init__(self, texts: Sequence[str] | None, keys, refill: Callable[[int], tuple | None] | None = None):
         self.texts = None if texts is None else list(texts)
-        self.keys = np.asarray(keys, dtype=np.uint64).reshape(-1)
+        self.keys = as_uint64_keys(keys)
         if self.texts is not None and len(self.texts) != len(self.keys):
             raise ValueError(f"{len(self.texts)} prompt texts but {len(self.keys)} keys")
         self.refill = refill
         self.drawn = 0
+
+    def _add(self, refilled) -> None:
+        if refilled is None:
+            self.refill = None  # the data ran out: later draws return what is left
+            return
+        texts, keys = refilled
+        if (texts is None) != (self.texts is None):
+            raise ValueError("refill prompts must be identified like the step's own: texts for texts, keys for keys")
+        self.keys = np.concatenate([self.keys, as_uint64_keys(keys)])
+        if texts is not None:
+            self.texts += list(texts)
+            if len(self.texts) != len(self.keys):
+                raise ValueError(f"refill returned {len(texts)} prompt texts for {len(keys)} keys")
 
     def __len__(self) -> int:
         """Prompts supplied so far (the step's own and every refill's)."""
@@ -85,12 +103,7 @@ class StepSource:
     def draw(self, count: int) -> Prompts:
         missing = self.drawn + count - len(self.keys)
         if missing > 0 and self.refill is not None:
-            texts, keys = self.refill(missing)
-            if (texts is None) != (self.texts is None):
-                raise ValueError("refill prompts must be identified like the step's own: texts for texts, keys for keys")
-            self.keys = np.concatenate([self.keys, np.asarray(keys, dtype=np.uint64).reshape(-1)])
-            if texts is not None:
-                self.texts += list(texts)
+            self._add(self.refill(missing))
         ids = np.arange(self.drawn, min(self.drawn + count, len(self.keys)), dtype=np.int64)
         self.drawn += len(ids)
         texts = None if self.texts is None else tuple(self.texts[i] for i in ids.tolist())
