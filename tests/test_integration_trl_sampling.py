@@ -103,22 +103,40 @@ def reference_advantages(rewards, sizes, estimator, eps=1e-4) -> np.ndarray:
     return np.array(out)
 
 
+def even_cut_reference(entries, group_sizes, size) -> np.ndarray:
+    """Which `size` trained entries make rows, level by level: each group's first, then each group's second..."""
+    group_of = np.repeat(np.arange(len(group_sizes)), group_sizes)
+    per_group = [[e for e in entries if group_of[e] == g] for g in range(len(group_sizes))]
+    chosen, level = [], 0
+    while len(chosen) < size:
+        for members in per_group:
+            if level < len(members) and len(chosen) < size:
+                chosen.append(members[level])
+        level += 1
+    return np.sort(chosen)
+
+
 def check_step(step, log, estimator):
     """What every step must satisfy, whatever the mode: its batch and rows against the rewards TRL scored."""
-    batch, rollouts, trains = step["batch"], step["rows"]["rollouts"], step["rows"]["trains"]
+    batch, rows = step["batch"], step["rows"]
+    rollouts, trains = rows["rollouts"], rows["trains"]
     generated = step["rewards"]  # one process: reward calls in order are the rollouts in generation order
     assert batch.generated_rollouts == len(generated) == log["vipfast/sampling/generated_rollouts"]
     np.testing.assert_array_equal(batch.rewards, generated[batch.rollouts])
-    # TRL's row count; rows are the batch's trained rollouts in group order, then padding
+    # TRL's row count: the batch's trained rollouts (evenly cut when there are more), then padding
     assert len(rollouts) == len(trains) == ROWS
-    kept = int(trains.sum())
-    assert kept == min(ROWS, batch.trained_rollouts) and trains[:kept].all() and not trains[kept:].any()
-    np.testing.assert_array_equal(rollouts[:kept], batch.rollouts[batch.trained][:kept])
+    entries = np.flatnonzero(batch.trained)
+    if len(entries) > ROWS:
+        entries = even_cut_reference(entries, batch.group_sizes, ROWS)
+    kept = len(entries)
+    np.testing.assert_array_equal(rows["entries"], entries)
+    assert trains[:kept].all() and not trains[kept:].any()
+    np.testing.assert_array_equal(rollouts[:kept], batch.rollouts[entries])
     if batch.generated_rollouts > kept:  # padding comes from rollouts that do not train
         assert not np.isin(rollouts[kept:], rollouts[:kept]).any()
     # advantages: statistics over every rollout of a group, the rows of trained rollouts carry theirs
     expected = reference_advantages(generated[batch.rollouts], batch.group_sizes, estimator)
-    np.testing.assert_allclose(step["advantages"][:kept].numpy(), expected[batch.trained][:kept], rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(step["advantages"][:kept].numpy(), expected[entries], rtol=1e-5, atol=1e-5)
     assert np.all(step["advantages"][kept:].numpy() == 0)
     # rows that do not train are out of the loss: an all-zero loss mask, and not counted in its normaliser
     mask = step["completion_mask"] if step["tool_mask"] is None else step["completion_mask"] * step["tool_mask"]
@@ -143,9 +161,13 @@ def test_dynamic_sampling_keeps_informative_groups_and_refills(tmp_path):
         # the first round draws 3 x 4 prompts: the generation batch's 4, then 8 refills from the dataset
         assert batch.prompts_drawn == log["vipfast/sampling/prompts_drawn"] >= 12
         assert len(set(step["prompts"])) > 4
+        # a cut keeps every group in the loss
+        group_of = np.repeat(np.arange(4), batch.group_sizes)
+        assert set(group_of[step["rows"]["entries"]]) == {0, 1, 2, 3}
     # every generated rollout reached the allocator, dropped groups included
     assert sum(trainer.learned) == sum(step["batch"].generated_rollouts for step in trainer.steps)
     assert any(step["batch"].generated_rollouts > ROWS for step in trainer.steps)
+    assert any(step["batch"].trained_rollouts > ROWS for step in trainer.steps)  # the even cut ran
 
 
 def test_dynamic_sampling_at_its_round_limit_pads_and_trains(tmp_path):
@@ -313,11 +335,12 @@ def test_two_processes_run_one_sampling_mode(tmp_path, run):
         assert step0["log"]["vipfast/sampling/filler_rollouts"] == filler
         generated = np.array(generated)
         assert len(generated) == batch["generated_rollouts"]
-        rollouts, trained = np.array(batch["rollouts"]), np.array(batch["trained"])
+        rollouts, entries = np.array(batch["rollouts"]), np.array(step0["rows"]["entries"], dtype=np.int64)
         np.testing.assert_array_equal(batch["rewards"], generated[rollouts])
-        kept = int(np.sum(step0["rows"]["trains"]))
-        expected = reference_advantages(generated[rollouts], batch["group_sizes"], estimator)[trained][:kept]
-        np.testing.assert_allclose((step0["advantages"] + step1["advantages"])[:kept], expected, rtol=1e-5, atol=1e-5)
+        expected = reference_advantages(generated[rollouts], batch["group_sizes"], estimator)[entries]
+        advantages = step0["advantages"] + step1["advantages"]  # rank 0's rows, then rank 1's
+        np.testing.assert_allclose(advantages[:len(entries)], expected, rtol=1e-5, atol=1e-5)
+        assert not np.any(advantages[len(entries):])
     if run == "reinforce_ada":
         assert any(step["log"]["vipfast/sampling/filler_rollouts"] > 0 for step in ranks[0])
     else:

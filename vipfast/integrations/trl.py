@@ -141,8 +141,8 @@ class VIPGRPOTrainer(GRPOTrainer):
     the Q prompts of a generation batch must be generation_batch_size.
 
     After each step: `last_plan` (the allocator's last Plan), `last_batch` (the sampling mode's
-    StepBatch) and `last_rows` (which generated rollout each row of the generation batch holds, and
-    whether it trains).
+    StepBatch) and `last_rows` ("rollouts": the generated rollout each row of the generation batch
+    holds, "trains": whether the row trains, "entries": the StepBatch entries of the training rows).
     """
 
     def __init__(self, *args, allocator=None, **kwargs):
@@ -206,19 +206,19 @@ class VIPGRPOTrainer(GRPOTrainer):
     def _generate_and_score_completions(self, inputs):
         if not self.model.training:
             return super()._generate_and_score_completions(inputs)
-        rows = self._generation_batch_prompts(inputs)
-        self._step_rollouts = _StepRollouts(rows)
-        texts, keys = prompt_identities([row["prompt"] for row in rows])
+        prompt_rows = self._generation_batch_prompts(inputs)
+        self._step_rollouts = _StepRollouts(prompt_rows)
+        texts, keys = prompt_identities([row["prompt"] for row in prompt_rows])
         source = StepSource(texts, keys, refill=self._refill_prompts if self.refill_order is not None else None)
         batch = self.sampler.sample(self._decisions, source, self._generate_round, self.prompts_per_batch)
         batch.learn(self._decisions)
-        rollouts, trains, advantages, trimmed = self._batch_rows(batch)
-        output = self._score_rows(rollouts, trains)
-        per_process = len(rollouts) // self.accelerator.num_processes
+        rows, advantages = self._batch_rows(batch)
+        output = self._score_rows(rows["rollouts"], rows["trains"])
+        per_process = len(advantages) // self.accelerator.num_processes
         start = self.accelerator.process_index * per_process
         output["advantages"] = advantages[start:start + per_process].to(output["advantages"].device)
-        self._log_step(batch, rollouts, trains, advantages, trimmed)
-        self.last_batch, self.last_rows = batch, dict(rollouts=rollouts, trains=trains)
+        self._log_step(batch, rows, advantages)
+        self.last_batch, self.last_rows = batch, rows
         self._step_rollouts = None
         return output
 
@@ -271,17 +271,19 @@ class VIPGRPOTrainer(GRPOTrainer):
         rewards = (rewards_per_func * weights[None, :]).nansum(dim=1)  # as TRL sums; unscorable rows count as 0
         return Outcomes(rewards=rewards.double().cpu().numpy(), tokens=tokens.astype(np.int64))
 
-    def _batch_rows(self, batch: StepBatch):
-        """(rollout of each of the generation_batch_size rows, which of them train, advantages [rows], trimmed).
+    def _batch_rows(self, batch: StepBatch) -> tuple[dict, torch.Tensor]:
+        """({"rollouts": the rollout of each of the generation_batch_size rows, "trains": which rows train,
+        "entries": the batch entries of the training rows}, each row's advantage).
 
-        Rows are the batch's trained rollouts in group order, at most generation_batch_size of them (the
-        rest are trimmed: still in their groups' statistics, not in the loss); missing rows are padded
-        with generated rollouts that do not train, advantage 0 and masked out of the loss.
+        Rows are the batch's trained rollouts in batch order. When there are more than rows, each group
+        gives up its latest ones, evenly across groups (see `_even_cut`): the rest are trimmed, still in
+        their groups' statistics but not in the loss. Missing rows are padded with generated rollouts that
+        do not train, advantage 0 and masked out of the loss.
         """
         step, size = self._step_rollouts, self.args.generation_batch_size
         advantages = self._group_advantages(batch)
         trained = np.flatnonzero(batch.trained)
-        kept = trained[:size]
+        kept = trained if len(trained) <= size else _even_cut(trained, batch.group_sizes, size)
         rollouts = batch.rollouts[kept]
         missing = size - len(kept)
         if missing and step.total == 0:
@@ -291,8 +293,8 @@ class VIPGRPOTrainer(GRPOTrainer):
         spare = np.setdiff1d(np.arange(step.total), rollouts)
         padding = np.resize(spare if len(spare) else np.arange(step.total), missing)
         trains = np.concatenate([np.ones(len(kept), dtype=bool), np.zeros(missing, dtype=bool)])
-        row_advantages = torch.cat([advantages[kept], torch.zeros(missing, dtype=advantages.dtype)])
-        return np.concatenate([rollouts, padding]).astype(np.int64), trains, row_advantages, len(trained) - len(kept)
+        rows = dict(rollouts=np.concatenate([rollouts, padding]).astype(np.int64), trains=trains, entries=kept)
+        return rows, torch.cat([advantages[kept], torch.zeros(missing, dtype=advantages.dtype)])
 
     def _group_advantages(self, batch: StepBatch) -> torch.Tensor:
         """Per entry of the batch: its advantage within its group; unscorable rollouts get 0 and stay out of the
@@ -333,13 +335,12 @@ class VIPGRPOTrainer(GRPOTrainer):
         finally:
             self._replay = None
 
-    def _log_step(self, batch: StepBatch, rollouts, trains, advantages, trimmed: int) -> None:
+    def _log_step(self, batch: StepBatch, rows: dict, advantages: torch.Tensor) -> None:
         """Replace TRL's equal-group statistics of this batch with the batch's own; add its budget accounting."""
         metrics = self._metrics["train"]
         scorable, sizes = _scorable_groups(batch, self._step_rollouts.scorable)
         informative = informative_groups(batch.rewards[scorable], sizes)
-        group_of_trained = np.repeat(np.arange(len(batch.group_sizes)), batch.group_sizes)[batch.trained]
-        in_rows = group_of_trained[:int(trains.sum())]  # per trained row: its group
+        in_rows = np.repeat(np.arange(len(batch.group_sizes)), batch.group_sizes)[rows["entries"]]  # their groups
         metrics["frac_reward_zero_std"][-1] = float(np.mean(~informative[in_rows])) if len(in_rows) else 0.0
         if len(batch.group_sizes):
             sizes = batch.group_sizes
@@ -348,13 +349,14 @@ class VIPGRPOTrainer(GRPOTrainer):
             metrics["vipfast/prompts_at_min"].append(float(np.mean(sizes == sizes.min())))
         accounting = {"generated_rollouts": batch.generated_rollouts, "generated_tokens": batch.generated_tokens,
                       "rounds": batch.rounds, "prompts_drawn": batch.prompts_drawn, "groups": len(batch.group_sizes),
-                      "informative_groups": int(informative.sum()), "trained_rollouts": int(trains.sum()),
-                      "trimmed_rollouts": trimmed, "padded_rows": int((~trains).sum()),
+                      "informative_groups": int(informative.sum()), "trained_rollouts": len(rows["entries"]),
+                      "trimmed_rollouts": batch.trained_rollouts - len(rows["entries"]),
+                      "padded_rows": int((~rows["trains"]).sum()),
                       "filler_rollouts": self._step_rollouts.filler, "complete": float(batch.complete)}
         for name, value in accounting.items():
             metrics[f"vipfast/sampling/{name}"].append(float(value))
         logged = self._logs["advantages"]
-        for _ in range(len(rollouts)):
+        for _ in range(len(advantages)):
             logged.pop()
         logged.extend(advantages.tolist())
 
@@ -488,6 +490,16 @@ class _StepRollouts:
         if not self._rewards:
             return np.zeros(0, dtype=bool)
         return (~torch.isnan(self.rewards_per_func).all(dim=1)).numpy()
+
+
+def _even_cut(entries: np.ndarray, group_sizes: np.ndarray, size: int) -> np.ndarray:
+    """The `size` of these batch entries (ascending) to keep: every group's first trained entry, then every
+    group's second, ..., in group order, so that each group keeps its earliest rollouts and groups lose
+    their latest ones evenly. The cut goes by generation order, not by reward."""
+    group = np.repeat(np.arange(len(group_sizes)), group_sizes)[entries]
+    starts = np.concatenate([[0], np.flatnonzero(np.diff(group)) + 1])
+    rank = np.arange(len(entries)) - np.repeat(starts, np.diff(np.concatenate([starts, [len(entries)]])))
+    return np.sort(entries[np.lexsort((group, rank))[:size]])
 
 
 def _scorable_groups(batch: StepBatch, scorable_rollouts: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
