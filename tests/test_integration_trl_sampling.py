@@ -32,15 +32,17 @@ def distinct_prompts(kinds=("always", "never", "coin"), each=8) -> list[str]:
 
 
 class RewardLog:
-    """outcome_reward that logs every call: the prompts, completions and rewards of each generation round."""
+    """outcome_reward that logs every call: the prompts, completions and rewards of each generation round.
+    It also logs each completion's length as an extra column of TRL's completions table."""
 
     def __init__(self):
         self.__name__ = "outcome_reward"
         self.calls = []
 
-    def __call__(self, prompts, completions, **kwargs):
+    def __call__(self, prompts, completions, log_extra=None, **kwargs):
         rewards = outcome_reward(prompts, completions)
         self.calls.append(dict(prompts=list(prompts), completions=list(completions), rewards=rewards))
+        log_extra("length", [len(completion) for completion in completions])
         return rewards
 
 
@@ -68,7 +70,9 @@ class StepRecorder(VIPGRPOTrainer):
                                    num_items=float(output["num_items_in_batch"]),
                                    rewards=np.concatenate([call["rewards"] for call in calls]),
                                    prompts=[p for call in calls for p in call["prompts"]],
-                                   completions=[c for call in calls for c in call["completions"]]))
+                                   completions=[c for call in calls for c in call["completions"]],
+                                   table=dict(completion=list(self._logs["completion"]),
+                                              length=list(self._logs["extra"]["length"]))))
         return output
 
 
@@ -145,6 +149,10 @@ def check_step(step, log, estimator):
     assert log["vipfast/sampling/trained_rollouts"] == kept and log["vipfast/sampling/padded_rows"] == ROWS - kept
     assert log["vipfast/sampling/trimmed_rollouts"] == batch.trained_rollouts - kept
     assert log["vipfast/sampling/rounds"] == batch.rounds and log["vipfast/sampling/complete"] == float(batch.complete)
+    # TRL's completions table lists the rows, with what the reward function logged for each
+    completions = np.array(step["completions"], dtype=object)[rollouts]
+    assert step["table"]["completion"] == completions.tolist()
+    assert step["table"]["length"] == [len(completion) for completion in completions]
 
 
 def test_dynamic_sampling_keeps_informative_groups_and_refills(tmp_path):

@@ -34,6 +34,7 @@ import json
 import math
 import os
 from dataclasses import dataclass, field
+from typing import Any, NamedTuple
 
 import numpy as np
 import torch
@@ -260,12 +261,15 @@ class VIPGRPOTrainer(GRPOTrainer):
         prompt_texts = [row["prompt"] for row in rows]
         prompt_ids, completion_ids, _, completions, logprobs, *_ = self._generate(prompt_texts)
         rewards_per_func = self._calculate_rewards(rows, prompt_texts, completions, completion_ids)[:total]
+        extra = dict(self._pending_extra_logs)  # columns reward functions logged: kept per rollout for its row
+        self._pending_extra_logs.clear()
         lengths = torch.tensor([len(ids) for ids in completion_ids], device=self.accelerator.device)
         tokens = self.accelerator.gather(lengths)[:total].cpu().numpy()
         for j, position in enumerate(positions.tolist()):
             if position < total:
-                step.records[step.total + position] = (prompt_ids[j], completion_ids[j], completions[j],
-                                                       None if logprobs is None else logprobs[j])
+                step.records[step.total + position] = _Record(
+                    prompt_ids[j], completion_ids[j], completions[j], None if logprobs is None else logprobs[j],
+                    {column: values[j] for column, values in extra.items() if j < len(values)})
         step.add_round(prompt_of, rewards_per_func, filler=share * processes - total)
         weights = self.reward_weights.to(rewards_per_func.device)
         rewards = (rewards_per_func * weights[None, :]).nansum(dim=1)  # as TRL sums; unscorable rows count as 0
@@ -318,13 +322,15 @@ class VIPGRPOTrainer(GRPOTrainer):
         per_process = len(rollouts) // processes
         mine = slice(self.accelerator.process_index * per_process, (self.accelerator.process_index + 1) * per_process)
         local = [records[number] for number in rollouts[mine].tolist()]
-        completion_ids = [record[1] for record in local]
-        logprobs = [record[3] for record in local]
+        completion_ids = [record.completion_ids for record in local]
+        logprobs = [record.logprobs for record in local]
         loss_mask = None
         if not trains[mine].all():
             loss_mask = [[int(train)] * len(ids) for train, ids in zip(trains[mine].tolist(), completion_ids)]
-        generated = ([record[0] for record in local], completion_ids, loss_mask, [record[2] for record in local],
-                     None if any(lp is None for lp in logprobs) else logprobs, {}, None, [])
+        generated = ([record.prompt_ids for record in local], completion_ids, loss_mask,
+                     [record.completion for record in local], None if None in logprobs else logprobs, {}, None, [])
+        columns = sorted({column for record in local for column in record.extra})
+        self._pending_extra_logs.update({column: [record.extra.get(column) for record in local] for column in columns})
         rewards_per_func = step.rewards_per_func[torch.from_numpy(rollouts)].clone()
         rewards_per_func[torch.from_numpy(~trains)] = torch.nan
         prompt_of = step.prompt_of
@@ -455,17 +461,27 @@ class MainProcessAllocator:
         return value
 
 
+class _Record(NamedTuple):
+    """One generated rollout as TRL's `_generate` returned it, and what reward functions logged for it."""
+
+    prompt_ids: list
+    completion_ids: list
+    completion: Any
+    logprobs: list | None
+    extra: dict
+
+
 class _StepRollouts:
     """Every rollout one step generated, numbered in generation order (the sampling modes' rollout numbers).
 
     rows: the step's prompt rows (the generation batch's, then refills), indexed by the source's prompt ids.
-    records: {rollout: (prompt ids, completion ids, completion, sampling log-probs)} of the rollouts this
-    process generated; rewards_per_func, prompt_of and scorable cover every process's.
+    records: {rollout: _Record} of the rollouts this process generated; rewards_per_func, prompt_of and
+    scorable cover every process's.
     """
 
     def __init__(self, rows: list[dict]):
         self.rows = rows
-        self.records: dict[int, tuple] = {}
+        self.records: dict[int, _Record] = {}
         self._rewards: list[torch.Tensor] = []
         self._prompts: list[np.ndarray] = []
         self.total = self.filler = 0
@@ -509,10 +525,10 @@ def _scorable_groups(batch: StepBatch, scorable_rollouts: np.ndarray) -> tuple[n
     return scorable, np.bincount(group_of[scorable], minlength=len(batch.group_sizes))
 
 
-def _gather_records(records: dict[int, tuple], wanted: set[int]) -> dict[int, tuple]:
+def _gather_records(records: dict[int, _Record], wanted: set[int]) -> dict[int, _Record]:
     """The records of the wanted rollouts, from whichever process generated each, on every process."""
     mine = {number: record for number, record in records.items() if number in wanted}
-    merged: dict[int, tuple] = {}
+    merged: dict[int, _Record] = {}
     for part in gather_object([mine]):
         merged.update(part)
     return merged
