@@ -23,6 +23,8 @@ from vipfast.integrations.trl import (  # noqa: E402
     VIPGRPOTrainer,
 )
 
+pytestmark = pytest.mark.slow
+
 ROWS = 16  # generation_batch_size of common_args: 4 prompts x num_generations 4
 
 
