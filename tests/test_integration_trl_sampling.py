@@ -315,8 +315,9 @@ TWO_PROCESS_RUNS = {
     # DAPO's rounds with GRESO's screen: plans and screens come from the main process
     "dynamic": dict(sampling="dynamic", allocator="greso", max_steps=3),
     # rounds of 3 rollouts per active prompt: odd round sizes, so the processes' shares need filler rows
-    "reinforce_ada": dict(sampling="reinforce_ada", sampling_options={"rounds": 3, "per_round": 3}, allocator="knapsack",
-                          advantage_estimator="rloo", min_rollouts=2, max_rollouts=8, max_steps=2),
+    "reinforce_ada": dict(sampling="reinforce_ada", sampling_options={"rounds": 3, "per_round": 3},
+                          allocator="knapsack", advantage_estimator="rloo", min_rollouts=2, max_rollouts=8,
+                          max_steps=2),
 }
 
 

@@ -26,7 +26,8 @@ model = LlamaForCausalLM(LlamaConfig(vocab_size=len(tokenizer), hidden_size=32, 
                                      eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id))
 
 # Prompts the policy always solves ("easy"), never solves ("hard"), and sometimes does ("coin").
-dataset = Dataset.from_dict({"prompt": [f"{kind} {i}: {i} + {i + 1} =" for i in range(8) for kind in ("easy", "hard", "coin")]})
+prompts = [f"{kind} {i}: {i} + {i + 1} =" for i in range(8) for kind in ("easy", "hard", "coin")]
+dataset = Dataset.from_dict({"prompt": prompts})
 
 
 def verifier(prompts, completions, **kwargs):

@@ -171,8 +171,9 @@ class VIPGRPOTrainer(GRPOTrainer):
 
     def _reject_unsupported_inputs(self) -> None:
         """Rounds call TRL's generation and reward functions on rows of text or chat prompts."""
-        unsupported = [name for name, used in (("tools", self.tools), ("environment_factory", self.environment_factories),
-                                               ("rollout_func", self.rollout_func)) if used]
+        used = {"tools": self.tools, "environment_factory": self.environment_factories,
+                "rollout_func": self.rollout_func}
+        unsupported = [name for name, value in used.items() if value]
         columns = getattr(self.train_dataset, "column_names", None) or []
         unsupported += [f"a train_dataset column {name!r}" for name in ("image", "images") if name in columns]
         if unsupported:
@@ -198,8 +199,9 @@ class VIPGRPOTrainer(GRPOTrainer):
         dataset = self.train_dataset
         if not (hasattr(dataset, "__len__") and hasattr(dataset, "__getitem__")):
             if refills:
-                raise ValueError(f"sampling={self.sampler.name!r} with allocator {self.allocator.name!r} refills prompts "
-                                 "from train_dataset, which must support len() and indexing (not an IterableDataset)")
+                raise ValueError(f"sampling={self.sampler.name!r} with allocator {self.allocator.name!r} refills "
+                                 "prompts from train_dataset, which must support len() and indexing (not an "
+                                 "IterableDataset)")
             return None
         return RefillOrder(len(dataset), seed=self.args.seed, shuffle=self.shuffle_dataset)
 
