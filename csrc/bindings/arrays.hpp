@@ -28,5 +28,6 @@ inline void require_length(py::ssize_t actual, py::ssize_t expected, const std::
 
 void bind_allocation(py::module_& m);
 void bind_success_gp(py::module_& m);
+void bind_advantages(py::module_& m);
 
 }  // namespace vipfast::bindings

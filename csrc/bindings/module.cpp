@@ -6,4 +6,5 @@ PYBIND11_MODULE(_core, m) {
   m.attr("__version__") = VIPFAST_VERSION;
   vipfast::bindings::bind_allocation(m);
   vipfast::bindings::bind_success_gp(m);
+  vipfast::bindings::bind_advantages(m);
 }

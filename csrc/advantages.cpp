@@ -1,0 +1,369 @@
+// Ragged group advantages on the CPU (see vipfast/advantages.hpp).
+#include "vipfast/advantages.hpp"
+
+#include <algorithm>
+#include <cmath>
+#include <functional>
+#include <limits>
+
+#include "vipfast/fail.hpp"
+
+namespace vipfast {
+namespace {
+
+// Rollouts ahead whose group state is prefetched: groups are read in random order, and the
+// loads of a few rollouts in flight at once hide most of the cache misses.
+constexpr int64_t kPrefetchAhead = 16;
+
+inline void prefetch(const void* address) {
+#if defined(__GNUC__) || defined(__clang__)
+  __builtin_prefetch(address);
+#else
+  (void)address;
+#endif
+}
+
+// Prefetches table[group_of[i + kPrefetchAhead]] when that id is in range.
+template <class Id, class Entry>
+inline void prefetch_group(const Id* group_of, int64_t i, int64_t n, const std::vector<Entry>& table) {
+  if (i + kPrefetchAhead >= n) return;
+  const Id ahead = group_of[i + kPrefetchAhead];
+  if (ahead >= 0 && static_cast<uint64_t>(ahead) < table.size()) prefetch(&table[static_cast<size_t>(ahead)]);
+}
+
+// Sums over one group of d = x * unit - shift, where shift is the group's first x * unit and
+// unit a power of two that is 1 unless the sums of a float64 group overflow.
+struct Moments {
+  double shift = 0.0;
+  double unit = 1.0;
+  double sum = 0.0;
+  double sumsq = 0.0;
+  int64_t count = 0;
+};
+
+// A = (x * unit - shift - offset) * scale for every rollout of a group.
+struct Affine {
+  double shift = 0.0;
+  double unit = 1.0;
+  double offset = 0.0;
+  double scale = 0.0;
+
+  float operator()(double x) const { return static_cast<float>((x * unit - shift - offset) * scale); }
+};
+
+Affine affine_of(const Moments& m, const AdvantageOptions& options) {
+  Affine map{m.shift, m.unit, 0.0, 0.0};
+  if (m.count < 2) return map;
+  const double n = static_cast<double>(m.count);
+  map.offset = m.sum / n;
+  switch (options.estimator) {
+    case Estimator::grpo: {
+      // The shift is one of the rewards, so sumsq - sum * offset cancels by at most a factor of n.
+      const double variance = std::max(m.sumsq - m.sum * map.offset, 0.0) / (n - 1.0);
+      const double denominator = std::sqrt(variance) + options.eps * m.unit;
+      map.scale = denominator > 0.0 ? 1.0 / denominator : 0.0;
+      break;
+    }
+    case Estimator::drgrpo:
+      map.scale = 1.0 / m.unit;
+      break;
+    case Estimator::rloo:
+      map.scale = n / (n - 1.0) / m.unit;
+      break;
+  }
+  return map;
+}
+
+bool finite_sums(const Moments& m) { return std::isfinite(m.sum) && std::isfinite(m.sumsq); }
+
+// The power of two that brings the largest |x| of a group into [1, 2): its squares then cannot overflow.
+double unit_for(double max_abs) { return max_abs > 0.0 ? std::ldexp(1.0, -std::ilogb(max_abs)) : 1.0; }
+
+void check_options(const AdvantageOptions& options) {
+  if (!(std::isfinite(options.eps) && options.eps >= 0.0)) fail("eps must be finite and >= 0, got ", options.eps);
+}
+
+template <bool Squares, class T>
+Moments segment_moments(const T* x, int64_t n, double unit) {
+  Moments m;
+  m.count = n;
+  m.unit = unit;
+  if (n == 0) return m;
+  const double shift = static_cast<double>(x[0]) * unit;
+  double sum = 0.0, sumsq = 0.0;
+#pragma omp simd reduction(+ : sum, sumsq)
+  for (int64_t i = 0; i < n; ++i) {
+    const double d = static_cast<double>(x[i]) * unit - shift;
+    sum += d;
+    if constexpr (Squares) sumsq += d * d;
+  }
+  m.shift = shift;
+  m.sum = sum;
+  m.sumsq = sumsq;
+  return m;
+}
+
+template <class T>
+[[noreturn]] void fail_not_finite(const T* rewards, int64_t i) {
+  fail("rewards must be finite: rewards[", i, "] = ", static_cast<double>(rewards[i]));
+}
+
+// One group rewards[begin, begin + n): sums, then A.
+template <bool Squares, class T>
+void segment(const T* rewards, int64_t begin, int64_t n, const AdvantageOptions& options, float* out) {
+  const T* x = rewards + begin;
+  Moments m = segment_moments<Squares>(x, n, 1.0);
+  if (!finite_sums(m)) {
+    double max_abs = 0.0;
+    for (int64_t i = 0; i < n; ++i) {
+      if (!std::isfinite(static_cast<double>(x[i]))) {
+        if (options.require_finite) fail_not_finite(rewards, begin + i);
+        max_abs = std::numeric_limits<double>::quiet_NaN();  // NaN in, NaN out
+        break;
+      }
+      max_abs = std::max(max_abs, std::fabs(static_cast<double>(x[i])));
+    }
+    if (std::isfinite(max_abs)) m = segment_moments<Squares>(x, n, unit_for(max_abs));
+  }
+  const Affine map = affine_of(m, options);
+  for (int64_t i = 0; i < n; ++i) out[begin + i] = map(static_cast<double>(x[i]));
+}
+
+// Size of group g, after check_group_bounds.
+int64_t size_of(const GroupBounds& bounds, int64_t g) {
+  return bounds.are_offsets ? bounds.values[g + 1] - bounds.values[g] : bounds.values[g];
+}
+
+int64_t num_groups(const GroupBounds& bounds) { return bounds.are_offsets ? bounds.count - 1 : bounds.count; }
+
+void check_sizes(const int64_t* sizes, int64_t count, int64_t num_rollouts, bool allow_empty_groups) {
+  int64_t total = 0;
+  bool overflow = false;
+  for (int64_t g = 0; g < count; ++g) {
+    const int64_t size = sizes[g];
+    if (size < 0) fail("group_sizes[", g, "] = ", size, " is negative; every group needs at least one rollout");
+    if (size == 0 && !allow_empty_groups)
+      fail("group_sizes[", g, "] = 0 is an empty group (drop it, or pass check=False); every group needs at "
+           "least one rollout");
+    overflow = overflow || size > std::numeric_limits<int64_t>::max() - total;
+    if (!overflow) total += size;
+  }
+  if (overflow) fail("group_sizes add up to more than 2^63 - 1 but rewards has ", num_rollouts, " entries");
+  if (total != num_rollouts) fail("group_sizes add up to ", total, " but rewards has ", num_rollouts, " entries");
+}
+
+void check_offsets(const int64_t* offsets, int64_t count, int64_t num_rollouts, bool allow_empty_groups) {
+  if (count < 1) fail("offsets must have G + 1 >= 1 entries (offsets = [0] for an empty batch)");
+  if (offsets[0] != 0) fail("offsets must start at 0, got offsets[0] = ", offsets[0]);
+  for (int64_t g = 1; g < count; ++g) {
+    if (offsets[g] > offsets[g - 1] || (offsets[g] == offsets[g - 1] && allow_empty_groups)) continue;
+    if (allow_empty_groups)
+      fail("offsets must not decrease: offsets[", g, "] = ", offsets[g], " after offsets[", g - 1,
+           "] = ", offsets[g - 1]);
+    fail("offsets must be strictly increasing (every group needs at least one rollout): offsets[", g, "] = ",
+         offsets[g], " after offsets[", g - 1, "] = ", offsets[g - 1]);
+  }
+  if (offsets[count - 1] != num_rollouts)
+    fail("offsets end at ", offsets[count - 1], " but rewards has ", num_rollouts, " entries");
+}
+
+void check_group_bounds(const GroupBounds& bounds, int64_t num_rollouts, bool allow_empty_groups) {
+  if (num_rollouts < 0) fail("the number of rollouts must be >= 0, got ", num_rollouts);
+  if (bounds.count < 0) fail("the number of group bounds must be >= 0, got ", bounds.count);
+  if (bounds.are_offsets)
+    check_offsets(bounds.values, bounds.count, num_rollouts, allow_empty_groups);
+  else
+    check_sizes(bounds.values, bounds.count, num_rollouts, allow_empty_groups);
+}
+
+// group_of[i], checked at every read: the array may change while the GIL is released.
+template <class Id>
+size_t group_at(const Id* group_of, int64_t i, int64_t num_groups) {
+  const Id id = group_of[i];
+  if (id < 0 || static_cast<int64_t>(id) >= num_groups)
+    fail("group_of[", i, "] = ", static_cast<int64_t>(id), " is outside [0, ", num_groups, ")");
+  return static_cast<size_t>(id);
+}
+
+// Sums of every group, or (Rescaled) only of the groups marked in redo, with their own units.
+template <bool Squares, bool Rescaled, class T, class Id>
+void accumulate(const T* x, int64_t n, const Id* group_of, std::vector<Moments>& groups,
+                const std::vector<char>& redo) {
+  const auto num_groups = static_cast<int64_t>(groups.size());
+  for (int64_t i = 0; i < n; ++i) {
+    prefetch_group(group_of, i, n, groups);
+    const size_t g = group_at(group_of, i, num_groups);
+    if constexpr (Rescaled) {
+      if (!redo[g]) continue;
+    }
+    Moments& m = groups[g];
+    const double value = Rescaled ? static_cast<double>(x[i]) * m.unit : static_cast<double>(x[i]);
+    if (m.count++ == 0) m.shift = value;
+    const double d = value - m.shift;
+    m.sum += d;
+    if constexpr (Squares) m.sumsq += d * d;
+  }
+}
+
+// Groups whose sums overflowed although their rewards are finite: sums again, scaled.
+template <bool Squares, class T, class Id>
+void rescale_overflowing(const T* x, int64_t n, const Id* group_of, const AdvantageOptions& options,
+                         std::vector<Moments>& groups) {
+  if (std::all_of(groups.begin(), groups.end(), finite_sums)) return;
+  const auto num_groups = static_cast<int64_t>(groups.size());
+  std::vector<double> max_abs(groups.size(), 0.0);
+  for (int64_t i = 0; i < n; ++i) {
+    const size_t g = group_at(group_of, i, num_groups);
+    const double value = static_cast<double>(x[i]);
+    if (!std::isfinite(value)) {
+      if (options.require_finite) fail_not_finite(x, i);
+      max_abs[g] = std::numeric_limits<double>::quiet_NaN();  // NaN in, NaN out
+    } else if (!std::isnan(max_abs[g])) {
+      max_abs[g] = std::max(max_abs[g], std::fabs(value));
+    }
+  }
+  std::vector<char> redo(groups.size(), 0);
+  for (size_t g = 0; g < groups.size(); ++g) {
+    if (finite_sums(groups[g]) || std::isnan(max_abs[g])) continue;
+    redo[g] = 1;
+    groups[g] = Moments{};
+    groups[g].unit = unit_for(max_abs[g]);
+  }
+  accumulate<Squares, true>(x, n, group_of, groups, redo);
+}
+
+template <bool Squares, class T, class Id>
+void indexed(const T* x, int64_t n, const Id* group_of, int64_t num_groups, const AdvantageOptions& options,
+             float* out) {
+  std::vector<Moments> groups(static_cast<size_t>(num_groups));
+  accumulate<Squares, false>(x, n, group_of, groups, {});
+  rescale_overflowing<Squares>(x, n, group_of, options, groups);
+  std::vector<Affine> maps(groups.size());
+  std::transform(groups.begin(), groups.end(), maps.begin(),
+                 [&](const Moments& m) { return affine_of(m, options); });
+  for (int64_t i = 0; i < n; ++i) {
+    prefetch_group(group_of, i, n, maps);
+    out[i] = maps[group_at(group_of, i, num_groups)](static_cast<double>(x[i]));
+  }
+}
+
+template <class Id>
+void check_id_range(int64_t num_rollouts) {
+  if (num_rollouts < 0) fail("the number of rollouts must be >= 0, got ", num_rollouts);
+  if (num_rollouts > 0 && num_rollouts - 1 > static_cast<int64_t>(std::numeric_limits<Id>::max()))
+    fail(num_rollouts, " rollouts need 64-bit group ids");
+}
+
+}  // namespace
+
+void group_offsets(const GroupBounds& bounds, int64_t num_rollouts, bool allow_empty_groups, int64_t* offsets) {
+  check_group_bounds(bounds, num_rollouts, allow_empty_groups);
+  offsets[0] = 0;
+  for (int64_t g = 0; g < num_groups(bounds); ++g) offsets[g + 1] = offsets[g] + size_of(bounds, g);
+}
+
+template <class T>
+void segment_advantages(const T* rewards, int64_t num_rollouts, const GroupBounds& bounds,
+                        const AdvantageOptions& options, float* out) {
+  check_options(options);
+  check_group_bounds(bounds, num_rollouts, options.allow_empty_groups);
+  const bool squares = options.estimator == Estimator::grpo;
+  int64_t begin = 0;
+  for (int64_t g = 0; g < num_groups(bounds); ++g) {
+    const int64_t n = size_of(bounds, g);
+    // Checked above; checked again because the arrays may change while the GIL is released.
+    if (n < 0 || n > num_rollouts - begin) fail("group bounds changed during the call");
+    if (squares)
+      segment<true>(rewards, begin, n, options, out);
+    else
+      segment<false>(rewards, begin, n, options, out);
+    begin += n;
+  }
+}
+
+template <class T, class Id>
+void indexed_advantages(const T* rewards, int64_t num_rollouts, const Id* group_of, int64_t num_groups,
+                        const AdvantageOptions& options, float* out) {
+  check_options(options);
+  if (num_rollouts < 0) fail("the number of rollouts must be >= 0, got ", num_rollouts);
+  if (num_groups < 0) fail("num_groups must be >= 0, got ", num_groups);
+  if (options.estimator == Estimator::grpo)
+    indexed<true>(rewards, num_rollouts, group_of, num_groups, options, out);
+  else
+    indexed<false>(rewards, num_rollouts, group_of, num_groups, options, out);
+}
+
+template <class Id>
+int64_t dense_groups(const int64_t* keys, int64_t num_rollouts, Id* group_of) {
+  check_id_range<Id>(num_rollouts);
+  if (num_rollouts == 0) return 0;
+  int64_t lo = keys[0], hi = keys[0];
+#pragma omp simd reduction(min : lo) reduction(max : hi)
+  for (int64_t i = 0; i < num_rollouts; ++i) {
+    lo = std::min(lo, keys[i]);
+    hi = std::max(hi, keys[i]);
+  }
+  // Keys within a span of N: a direct table, no hashing. The span in uint64 cannot overflow.
+  const uint64_t span = static_cast<uint64_t>(hi) - static_cast<uint64_t>(lo);
+  if (span < static_cast<uint64_t>(num_rollouts)) {
+    std::vector<Id> table(span + 1, Id(-1));
+    Id count = 0;
+    for (int64_t i = 0; i < num_rollouts; ++i) {
+      if (i + kPrefetchAhead < num_rollouts) {
+        const uint64_t ahead = static_cast<uint64_t>(keys[i + kPrefetchAhead]) - static_cast<uint64_t>(lo);
+        if (ahead <= span) prefetch(&table[ahead]);
+      }
+      const uint64_t at = static_cast<uint64_t>(keys[i]) - static_cast<uint64_t>(lo);
+      if (at > span) fail("keys changed during the call");
+      Id& slot = table[at];
+      if (slot < 0) slot = count++;
+      group_of[i] = slot;
+    }
+    return count;
+  }
+  GroupTable<int64_t, std::equal_to<int64_t>> table;
+  for (int64_t i = 0; i < num_rollouts; ++i) {
+    if (i + kPrefetchAhead < num_rollouts) table.prefetch(static_cast<uint64_t>(keys[i + kPrefetchAhead]));
+    group_of[i] = static_cast<Id>(table.id(keys[i], static_cast<uint64_t>(keys[i])));
+  }
+  return table.size();
+}
+
+template <class Id>
+void group_order(const Id* group_of, int64_t num_rollouts, int64_t num_groups, int64_t* order, int64_t* sizes) {
+  if (num_rollouts < 0) fail("the number of rollouts must be >= 0, got ", num_rollouts);
+  if (num_groups < 0) fail("num_groups must be >= 0, got ", num_groups);
+  std::fill(sizes, sizes + num_groups, int64_t{0});
+  for (int64_t i = 0; i < num_rollouts; ++i) {
+    if (i + kPrefetchAhead < num_rollouts) {
+      const Id ahead = group_of[i + kPrefetchAhead];
+      if (ahead >= 0 && static_cast<int64_t>(ahead) < num_groups) prefetch(sizes + ahead);
+    }
+    ++sizes[group_at(group_of, i, num_groups)];
+  }
+  std::vector<int64_t> next(static_cast<size_t>(num_groups));
+  int64_t start = 0;
+  for (int64_t g = 0; g < num_groups; ++g) {
+    next[g] = start;
+    start += sizes[g];
+  }
+  for (int64_t i = 0; i < num_rollouts; ++i) {
+    prefetch_group(group_of, i, num_rollouts, next);
+    int64_t& slot = next[group_at(group_of, i, num_groups)];
+    if (slot >= num_rollouts) fail("group_of changed during the call");
+    order[slot++] = i;
+  }
+}
+
+template void segment_advantages(const float*, int64_t, const GroupBounds&, const AdvantageOptions&, float*);
+template void segment_advantages(const double*, int64_t, const GroupBounds&, const AdvantageOptions&, float*);
+template void indexed_advantages(const float*, int64_t, const int32_t*, int64_t, const AdvantageOptions&, float*);
+template void indexed_advantages(const float*, int64_t, const int64_t*, int64_t, const AdvantageOptions&, float*);
+template void indexed_advantages(const double*, int64_t, const int32_t*, int64_t, const AdvantageOptions&, float*);
+template void indexed_advantages(const double*, int64_t, const int64_t*, int64_t, const AdvantageOptions&, float*);
+template int64_t dense_groups(const int64_t*, int64_t, int32_t*);
+template int64_t dense_groups(const int64_t*, int64_t, int64_t*);
+template void group_order(const int32_t*, int64_t, int64_t, int64_t*, int64_t*);
+template void group_order(const int64_t*, int64_t, int64_t, int64_t*, int64_t*);
+
+}  // namespace vipfast
