@@ -32,52 +32,63 @@ inline void prefetch_group(const Id* group_of, int64_t i, int64_t n, const std::
 }
 
 // Sums over one group of d = x * unit - shift, where shift is the group's first x * unit and
-// unit a power of two that is 1 unless the sums of a float64 group overflow.
+// unit a power of two that is 1 unless the squares of a float64 group overflow or underflow.
+// abs_sum (grpo only) is 0 exactly when every d is: it tells an all-equal group from a tiny spread.
 struct Moments {
   double shift = 0.0;
-  double unit = 1.0;
   double sum = 0.0;
   double sumsq = 0.0;
+  double abs_sum = 0.0;
   int64_t count = 0;
 };
 
-// A = (x * unit - shift - offset) * scale for every rollout of a group.
+// Below this, squares of the spread have lost bits to underflow (d^2 < 2^-1022 is subnormal).
+constexpr double kSmallestTrustedSquares = 0x1p-900;
+
+// A = (x * unit - center) * scale for every rollout of a group. An all-equal group has
+// center == x * unit exactly, so its A is exactly 0.
 struct Affine {
-  double shift = 0.0;
-  double unit = 1.0;
-  double offset = 0.0;
+  double center = 0.0;
   double scale = 0.0;
 
-  float operator()(double x) const { return static_cast<float>((x * unit - shift - offset) * scale); }
+  float operator()(double x_times_unit) const { return static_cast<float>((x_times_unit - center) * scale); }
 };
 
-Affine affine_of(const Moments& m, const AdvantageOptions& options) {
-  Affine map{m.shift, m.unit, 0.0, 0.0};
-  if (m.count < 2) return map;
+Affine affine_of(const Moments& m, const AdvantageOptions& options, double unit) {
+  if (m.count < 2) return Affine{m.shift, 0.0};
   const double n = static_cast<double>(m.count);
-  map.offset = m.sum / n;
+  const double offset = m.sum / n;
+  double scale = 0.0;
   switch (options.estimator) {
     case Estimator::grpo: {
       // The shift is one of the rewards, so sumsq - sum * offset cancels by at most a factor of n.
-      const double variance = std::max(m.sumsq - m.sum * map.offset, 0.0) / (n - 1.0);
-      const double denominator = std::sqrt(variance) + options.eps * m.unit;
-      map.scale = denominator > 0.0 ? 1.0 / denominator : 0.0;
+      const double variance = std::max(m.sumsq - m.sum * offset, 0.0) / (n - 1.0);
+      const double denominator = std::sqrt(variance) + options.eps * unit;
+      scale = denominator > 0.0 ? 1.0 / denominator : 0.0;
       break;
     }
     case Estimator::drgrpo:
-      map.scale = 1.0 / m.unit;
+      scale = 1.0 / unit;
       break;
     case Estimator::rloo:
-      map.scale = n / (n - 1.0) / m.unit;
+      scale = n / (n - 1.0) / unit;
       break;
   }
-  return map;
+  return Affine{m.shift + offset, scale};
 }
 
 bool finite_sums(const Moments& m) { return std::isfinite(m.sum) && std::isfinite(m.sumsq); }
 
-// The power of two that brings the largest |x| of a group into [1, 2): its squares then cannot overflow.
-double unit_for(double max_abs) { return max_abs > 0.0 ? std::ldexp(1.0, -std::ilogb(max_abs)) : 1.0; }
+// Sums to take again with the rewards scaled: overflowed (or NaN), or squares underflowing.
+bool needs_rescale(const Moments& m) {
+  return !finite_sums(m) || (m.abs_sum > 0.0 && m.sumsq < kSmallestTrustedSquares);
+}
+
+// The power of two that brings the largest |x| of a group into [1, 2): its squares then neither
+// overflow nor underflow. Subnormal groups stop at 2^1000, which keeps the unit finite.
+double unit_for(double max_abs) {
+  return max_abs > 0.0 ? std::ldexp(1.0, -std::max(std::ilogb(max_abs), -1000)) : 1.0;
+}
 
 void check_options(const AdvantageOptions& options) {
   if (!(std::isfinite(options.eps) && options.eps >= 0.0)) fail("eps must be finite and >= 0, got ", options.eps);
@@ -87,19 +98,22 @@ template <bool Squares, class T>
 Moments segment_moments(const T* x, int64_t n, double unit) {
   Moments m;
   m.count = n;
-  m.unit = unit;
   if (n == 0) return m;
   const double shift = static_cast<double>(x[0]) * unit;
-  double sum = 0.0, sumsq = 0.0;
-#pragma omp simd reduction(+ : sum, sumsq)
+  double sum = 0.0, sumsq = 0.0, abs_sum = 0.0;
+#pragma omp simd reduction(+ : sum, sumsq, abs_sum)
   for (int64_t i = 0; i < n; ++i) {
     const double d = static_cast<double>(x[i]) * unit - shift;
     sum += d;
-    if constexpr (Squares) sumsq += d * d;
+    if constexpr (Squares) {
+      sumsq += d * d;
+      abs_sum += std::fabs(d);
+    }
   }
   m.shift = shift;
   m.sum = sum;
   m.sumsq = sumsq;
+  m.abs_sum = abs_sum;
   return m;
 }
 
@@ -112,8 +126,9 @@ template <class T>
 template <bool Squares, class T>
 void segment(const T* rewards, int64_t begin, int64_t n, const AdvantageOptions& options, float* out) {
   const T* x = rewards + begin;
-  Moments m = segment_moments<Squares>(x, n, 1.0);
-  if (!finite_sums(m)) {
+  double unit = 1.0;
+  Moments m = segment_moments<Squares>(x, n, unit);
+  if (needs_rescale(m)) {
     double max_abs = 0.0;
     for (int64_t i = 0; i < n; ++i) {
       if (!std::isfinite(static_cast<double>(x[i]))) {
@@ -123,10 +138,13 @@ void segment(const T* rewards, int64_t begin, int64_t n, const AdvantageOptions&
       }
       max_abs = std::max(max_abs, std::fabs(static_cast<double>(x[i])));
     }
-    if (std::isfinite(max_abs)) m = segment_moments<Squares>(x, n, unit_for(max_abs));
+    if (std::isfinite(max_abs)) {
+      unit = unit_for(max_abs);
+      m = segment_moments<Squares>(x, n, unit);
+    }
   }
-  const Affine map = affine_of(m, options);
-  for (int64_t i = 0; i < n; ++i) out[begin + i] = map(static_cast<double>(x[i]));
+  const Affine map = affine_of(m, options, unit);
+  for (int64_t i = 0; i < n; ++i) out[begin + i] = map(static_cast<double>(x[i]) * unit);
 }
 
 // Size of group g, after check_group_bounds.
@@ -185,31 +203,36 @@ size_t group_at(const Id* group_of, int64_t i, int64_t num_groups) {
   return static_cast<size_t>(id);
 }
 
-// Sums of every group, or (Rescaled) only of the groups marked in redo, with their own units.
+// Sums of every group, or (Rescaled) only of the groups with a unit, scaled by it.
 template <bool Squares, bool Rescaled, class T, class Id>
 void accumulate(const T* x, int64_t n, const Id* group_of, std::vector<Moments>& groups,
-                const std::vector<char>& redo) {
+                const std::vector<double>& units) {
   const auto num_groups = static_cast<int64_t>(groups.size());
   for (int64_t i = 0; i < n; ++i) {
     prefetch_group(group_of, i, n, groups);
     const size_t g = group_at(group_of, i, num_groups);
+    double value = static_cast<double>(x[i]);
     if constexpr (Rescaled) {
-      if (!redo[g]) continue;
+      if (units[g] == 0.0) continue;
+      value *= units[g];
     }
     Moments& m = groups[g];
-    const double value = Rescaled ? static_cast<double>(x[i]) * m.unit : static_cast<double>(x[i]);
     if (m.count++ == 0) m.shift = value;
     const double d = value - m.shift;
     m.sum += d;
-    if constexpr (Squares) m.sumsq += d * d;
+    if constexpr (Squares) {
+      m.sumsq += d * d;
+      m.abs_sum += std::fabs(d);
+    }
   }
 }
 
-// Groups whose sums overflowed although their rewards are finite: sums again, scaled.
+// Groups whose sums overflowed or whose squares underflowed, their rewards finite: sums again,
+// scaled. Returns each group's unit (0 for the groups kept as they are), or nothing when none is.
 template <bool Squares, class T, class Id>
-void rescale_overflowing(const T* x, int64_t n, const Id* group_of, const AdvantageOptions& options,
-                         std::vector<Moments>& groups) {
-  if (std::all_of(groups.begin(), groups.end(), finite_sums)) return;
+std::vector<double> rescale(const T* x, int64_t n, const Id* group_of, const AdvantageOptions& options,
+                            std::vector<Moments>& groups) {
+  if (std::none_of(groups.begin(), groups.end(), needs_rescale)) return {};
   const auto num_groups = static_cast<int64_t>(groups.size());
   std::vector<double> max_abs(groups.size(), 0.0);
   for (int64_t i = 0; i < n; ++i) {
@@ -222,14 +245,14 @@ void rescale_overflowing(const T* x, int64_t n, const Id* group_of, const Advant
       max_abs[g] = std::max(max_abs[g], std::fabs(value));
     }
   }
-  std::vector<char> redo(groups.size(), 0);
+  std::vector<double> units(groups.size(), 0.0);
   for (size_t g = 0; g < groups.size(); ++g) {
-    if (finite_sums(groups[g]) || std::isnan(max_abs[g])) continue;
-    redo[g] = 1;
+    if (!needs_rescale(groups[g]) || std::isnan(max_abs[g])) continue;
+    units[g] = unit_for(max_abs[g]);
     groups[g] = Moments{};
-    groups[g].unit = unit_for(max_abs[g]);
   }
-  accumulate<Squares, true>(x, n, group_of, groups, redo);
+  accumulate<Squares, true>(x, n, group_of, groups, units);
+  return units;
 }
 
 template <bool Squares, class T, class Id>
@@ -237,13 +260,18 @@ void indexed(const T* x, int64_t n, const Id* group_of, int64_t num_groups, cons
              float* out) {
   std::vector<Moments> groups(static_cast<size_t>(num_groups));
   accumulate<Squares, false>(x, n, group_of, groups, {});
-  rescale_overflowing<Squares>(x, n, group_of, options, groups);
+  const std::vector<double> units = rescale<Squares>(x, n, group_of, options, groups);
   std::vector<Affine> maps(groups.size());
-  std::transform(groups.begin(), groups.end(), maps.begin(),
-                 [&](const Moments& m) { return affine_of(m, options); });
+  for (size_t g = 0; g < groups.size(); ++g)
+    maps[g] = affine_of(groups[g], options, units.empty() || units[g] == 0.0 ? 1.0 : units[g]);
   for (int64_t i = 0; i < n; ++i) {
     prefetch_group(group_of, i, n, maps);
     out[i] = maps[group_at(group_of, i, num_groups)](static_cast<double>(x[i]));
+  }
+  if (units.empty()) return;
+  for (int64_t i = 0; i < n; ++i) {  // the rescaled groups' rollouts, in their units
+    const size_t g = group_at(group_of, i, num_groups);
+    if (units[g] != 0.0) out[i] = maps[g](static_cast<double>(x[i]) * units[g]);
   }
 }
 

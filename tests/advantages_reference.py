@@ -54,7 +54,8 @@ def roundoff_tolerance(rewards, sizes, estimator: str, expected, roundoff: float
 
     The centred reward r - mean carries an absolute error of a few roundoffs of the group's
     largest |r| (M); grpo's std carries the same relative error, which scales A. So
-    |error| <= 16 u M scale (1 + |A|) + 2^-24 |A|, with scale = 1/(std+eps), 1 or n/(n-1).
+    |error| <= 16 u M scale (1 + |A|) + 2^-23 |A|, with scale = 1/(std+eps), 1 or n/(n-1); the last term is
+    the float32 rounding of the result and of the reference.
     Groups are contiguous of the given sizes, or `groups` lists each group's positions.
     """
     r = np.asarray(rewards, dtype=np.float64)
@@ -69,7 +70,7 @@ def roundoff_tolerance(rewards, sizes, estimator: str, expected, roundoff: float
             bound[positions] = 16 * roundoff * scale
     expected = np.abs(expected)
     with np.errstate(over="ignore", invalid="ignore"):
-        return bound * (1 + expected) + 2.0**-24 * expected + 1e-300
+        return bound * (1 + expected) + 2.0**-23 * expected + 1e-300  # 2^-23 |A|: one float32 ulp
 
 
 def group_positions(form: str, grouping, num_rollouts: int, check: bool):
@@ -110,6 +111,21 @@ def expected_advantages(rewards, groups, estimator: str, eps: float):
         else:
             spoiled[positions] = True
     return out, spoiled
+
+
+def assert_advantages(got, seen, groups, estimator: str, eps: float, roundoff: float, check: bool) -> None:
+    """got [N] against the reference for the rewards as the implementation saw them: within roundoff
+    where a group's rewards are finite, non-finite where they are not (only possible with check=False)."""
+    expected, spoiled = expected_advantages(seen, groups, estimator, eps)
+    assert not (check and spoiled.any()), "a NaN or inf reward got through check=True"
+    got = np.asarray(got, dtype=np.float64)
+    assert got.shape == seen.shape, (got.shape, seen.shape)
+    assert not np.isfinite(got[spoiled]).any(), "check=False: a group with a NaN or inf reward has finite advantages"
+    expected = float32_result(expected)
+    tolerance = roundoff_tolerance(seen, None, estimator, expected, roundoff, eps, groups=groups)
+    with np.errstate(invalid="ignore"):
+        bad = ~spoiled & ~((np.abs(got - expected) <= tolerance) | (got == expected))
+    assert not bad.any(), f"got {got[bad]}, expected {expected[bad]} at {np.flatnonzero(bad)}"
 
 
 def reference_tokens(advantages, lengths, layout: str, max_len: int | None = None):
