@@ -68,8 +68,10 @@ def group_advantages(
     check        check values too: rewards must be finite and groups non-empty. The structure is
                  checked whatever check is (sizes >= 0 adding up to N, offsets from 0 to N that never
                  decrease, one id per reward), so no input reads or writes out of bounds. With
-                 check=False empty groups are allowed and a NaN or inf reward gives NaN advantages
-                 in its group; on CUDA it spares the host sync of the value scan.
+                 check=False empty groups are allowed and a NaN or inf reward gives non-finite
+                 advantages in its group; on CUDA it spares the host sync of the value scan, which
+                 also sends rewards beyond 2^100 (float64: 2^500) in magnitude to the torch path,
+                 as the kernels' unscaled sums could overflow on them.
 
     float32 output: drgrpo and rloo advantages beyond float32's range (|A| > 3.4e38, only from
     float64 rewards) come out as +-inf.
@@ -82,15 +84,12 @@ def group_advantages(
         return _group_advantages_native(r, group_sizes, offsets, index, estimator, eps, check)
     if index is not None:
         order, sizes = _index_order(index, r)
-        if check:
-            _check_finite(r, "rewards")
+        backend = _scanned_backend(backend, r, check)
         out = torch.empty(r.numel(), dtype=torch.float32, device=r.device)
         out[order] = _group_advantages_on_device(backend, r[order], _offsets_from_sizes(sizes), estimator, eps)
         return out
     offs = _checked_offsets(group_sizes, offsets, r.numel(), r.device, check)
-    if check:
-        _check_finite(r, "rewards")
-    return _group_advantages_on_device(backend, r, offs, estimator, eps)
+    return _group_advantages_on_device(_scanned_backend(backend, r, check), r, offs, estimator, eps)
 
 
 def token_advantages(
@@ -150,9 +149,7 @@ def fused_token_advantages(
         group = _group_advantages_native(r, group_sizes, offsets, None, estimator, eps, check)
         return _token_advantages_torch(group, lengths, layout, width)
     offs = _checked_offsets(group_sizes, offsets, r.numel(), r.device, check)
-    if check:
-        _check_finite(r, "rewards")
-    if backend == "triton":
+    if _scanned_backend(backend, r, check) == "triton":
         from vipfast.kernels import token_advantages as kernels
 
         return kernels.fused_token_advantages_triton(
@@ -228,6 +225,8 @@ def _index_keys(index) -> np.ndarray:
     if array.ndim != 1:
         raise ValueError(f"index must be 1-D, got shape {array.shape}")
     kind = array.dtype.kind
+    if array.dtype == np.uint64:
+        return array.astype(np.int64)  # wraps, one to one: equal ids stay equal, different ones different
     if kind in "iuO":
         return array
     if kind == "b":
@@ -411,11 +410,31 @@ def _first_where(bad: torch.Tensor, values: torch.Tensor) -> tuple[int, object] 
     return int(where), values[where].item()
 
 
-def _check_finite(x: torch.Tensor, name: str) -> None:
-    if x.is_floating_point():
-        first = _first_where(~torch.isfinite(x), x)
-        if first is not None:
-            raise ValueError(f"{name} must be finite: {name}[{first[0]}] = {first[1]}")
+def _largest_finite(x: torch.Tensor, name: str) -> float:
+    """max |x|, after checking that every value is finite (one host sync when they are)."""
+    if not x.is_floating_point() or x.numel() == 0:
+        return 0.0
+    largest = float(x.abs().amax())
+    if not math.isfinite(largest):
+        index, value = _first_where(~torch.isfinite(x), x)
+        raise ValueError(f"{name} must be finite: {name}[{index}] = {value}")
+    return largest
+
+
+# Rewards the Triton kernels take without overflow: their sums run unscaled, in float32 for
+# float16/32 rewards (n * 2 * 2^100 stays far below 3.4e38) and in float64 for float64 rewards.
+_KERNEL_SAFE_MAGNITUDE = {torch.float64: 2.0**500}
+
+
+def _scanned_backend(backend: str, r: torch.Tensor, check: bool) -> str:
+    """The value scan of check=True; rewards too large for the kernels' unscaled sums go to the
+    torch path, which scales every group by a power of two."""
+    if not check:
+        return backend
+    largest = _largest_finite(r, "rewards")
+    if backend == "triton" and largest > _KERNEL_SAFE_MAGNITUDE.get(r.dtype, 2.0**100):
+        return "torch"
+    return backend
 
 
 def _same_length(count: int, n_rollouts: int, name: str) -> None:
