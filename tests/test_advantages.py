@@ -558,6 +558,8 @@ def test_group_ids_from_index(kind, rng):
 def test_group_ids_from_index_groups_ids_as_a_dict_does():
     order, sizes = vipfast.group_ids_from_index([1, "1", 1, (1,), 1.0, True])
     assert order.tolist() == [0, 2, 4, 5, 1, 3] and sizes.tolist() == [4, 1, 1]
+    order, sizes = vipfast.group_ids_from_index([(1, "a"), (2, "b"), (1, "a")])  # tuples are ids, not rows
+    assert order.tolist() == [0, 2, 1] and sizes.tolist() == [2, 1]
     order, sizes = vipfast.group_ids_from_index(np.array([0.0, -0.0, 2.5, 0.0]))
     assert order.tolist() == [0, 1, 3, 2] and sizes.tolist() == [3, 1]
 
@@ -660,6 +662,7 @@ BAD_INPUTS = [
     ("index-length", _group(group_sizes=None, index=["a", "b"]), ValueError, "index has 2 entries but rewards has 3"),
     ("index-unhashable", _group(group_sizes=None, index=["a", ["b"], "a"]), TypeError, r"index\[1\].*not hashable"),
     ("index-2d", _group(group_sizes=None, index=np.zeros((3, 1))), ValueError, "index must be 1-D"),
+    ("index-string", _group(group_sizes=None, index="abc"), TypeError, "got a single str"),
     ("estimator", _group(estimator="ppo"), ValueError,
      f"estimator must be one of {', '.join(map(repr, ESTIMATORS))}, got 'ppo'"),
     ("eps-negative", _group(eps=-1e-6), ValueError, "eps must be finite and >= 0"),

@@ -217,11 +217,12 @@ def _index_keys(index) -> np.ndarray:
         array = tensor.numpy()
     elif isinstance(index, np.ndarray):
         array = index
+    elif isinstance(index, (str, bytes)):
+        raise TypeError(f"index must be a 1-D sequence of hashable ids, got a single {type(index).__name__}")
     else:
-        try:  # plain sequences stay objects: np.asarray([1, "1"]) would merge two different ids
-            array = np.asarray(index, dtype=object)
-        except Exception as error:  # ragged nested sequences
-            raise TypeError(f"index must be a 1-D sequence of hashable ids: {error}") from None
+        # Plain sequences stay objects, one per element: np.asarray([1, "1"]) would merge two
+        # different ids, np.asarray([(1,), (2,)]) would make a 2-D array of them.
+        array = np.fromiter(index, dtype=object)
     if array.ndim != 1:
         raise ValueError(f"index must be 1-D, got shape {array.shape}")
     kind = array.dtype.kind
