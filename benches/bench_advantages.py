@@ -1,6 +1,7 @@
 """Ragged group advantages: vipfast against verl's vectorised functions, in one run.
 
-    python -m pytest benches/bench_advantages.py --benchmark-only --benchmark-json=benches/results/advantages.json
+    pytest benches/bench_advantages.py --benchmark-only --benchmark-timer=time.process_time \
+        --benchmark-json=benches/results/advantages.json
     python benches/report_advantages.py benches/results/advantages.json     # the markdown table
 
 CPU, one torch thread: G = 512, 4096 and 65,536 groups of 2..32 rollouts, binary rewards. The peer
