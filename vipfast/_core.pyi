@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy
 import numpy.typing
 import typing
-__all__: list[str] = ['SUCCESS_GP_STATE_VERSION', 'SuccessGP', 'allocate', 'allocate_relaxed', 'allocation_objective']
+__all__: list[str] = ['SUCCESS_GP_STATE_VERSION', 'SuccessGP', 'allocate', 'allocate_relaxed', 'allocation_objective', 'dense_groups', 'group_offsets', 'group_order', 'indexed_advantages', 'segment_advantages']
 class SuccessGP:
     """
     Native success-probability GP; use vipfast.SuccessGP.
@@ -67,6 +67,26 @@ def allocate_relaxed(weights: typing.Annotated[numpy.typing.ArrayLike, numpy.flo
 def allocation_objective(weights: typing.Annotated[numpy.typing.ArrayLike, numpy.float64] | None, counts: typing.Annotated[numpy.typing.ArrayLike, numpy.int64], min_rollouts: typing.SupportsInt | typing.SupportsIndex, max_rollouts: typing.SupportsInt | typing.SupportsIndex, estimator: str = 'rloo', curve: typing.Annotated[numpy.typing.ArrayLike, numpy.float64] | None = None) -> float:
     """
     sum_q w_q phi(n_q) for given counts.
+    """
+def dense_groups(index: numpy.ndarray) -> tuple:
+    """
+    (group_of, G): each id's group, numbered by first appearance (int32 unless N > 2^31 - 1).
+    """
+def group_offsets(bounds: numpy.ndarray, bounds_are_offsets: bool, num_rollouts: typing.SupportsInt | typing.SupportsIndex, allow_empty_groups: bool) -> numpy.typing.NDArray[numpy.int64]:
+    """
+    Checked CSR offsets (int64[G+1]) from group sizes or offsets.
+    """
+def group_order(group_of: numpy.ndarray, num_groups: typing.SupportsInt | typing.SupportsIndex) -> tuple:
+    """
+    (order, sizes): stable counting sort of rollouts by group.
+    """
+def indexed_advantages(rewards: numpy.ndarray, group_of: numpy.ndarray, num_groups: typing.SupportsInt | typing.SupportsIndex, out: numpy.ndarray, estimator: str, eps: typing.SupportsFloat | typing.SupportsIndex, require_finite: bool) -> None:
+    """
+    Advantages of groups given by a group id per rollout (int32 or int64) into out (float32[N]).
+    """
+def segment_advantages(rewards: numpy.ndarray, bounds: numpy.ndarray, bounds_are_offsets: bool, out: numpy.ndarray, estimator: str, eps: typing.SupportsFloat | typing.SupportsIndex, require_finite: bool, allow_empty_groups: bool) -> None:
+    """
+    Advantages of contiguous groups (sizes or CSR offsets) into out (float32[N]).
     """
 SUCCESS_GP_STATE_VERSION: int = 2
 __version__: str = '0.1.0'
