@@ -5,6 +5,7 @@
 #include <cmath>
 #include <functional>
 #include <limits>
+#include <type_traits>
 
 #include "vipfast/fail.hpp"
 
@@ -23,17 +24,24 @@ inline void prefetch(const void* address) {
 #endif
 }
 
-// Prefetches table[group_of[i + kPrefetchAhead]] when that id is in range.
-template <class Id, class Entry>
-inline void prefetch_group(const Id* group_of, int64_t i, int64_t n, const std::vector<Entry>& table) {
+// Tables past a core's L2 cache: their random reads are worth prefetching.
+template <class Entry>
+bool beyond_cache(const std::vector<Entry>& table) {
+  return table.size() * sizeof(Entry) > (size_t{512} << 10);
+}
+
+// Prefetches the table entry of rollout i + kPrefetchAhead's group, when that group is in range.
+template <class Ids, class Entry>
+inline void prefetch_group(const Ids& ids, int64_t i, int64_t n, const std::vector<Entry>& table) {
   if (i + kPrefetchAhead >= n) return;
-  const Id ahead = group_of[i + kPrefetchAhead];
-  if (ahead >= 0 && static_cast<uint64_t>(ahead) < table.size()) prefetch(&table[static_cast<size_t>(ahead)]);
+  const int64_t ahead = ids.raw(i + kPrefetchAhead);
+  if (ahead >= 0 && ahead < static_cast<int64_t>(table.size())) prefetch(&table[static_cast<size_t>(ahead)]);
 }
 
 // Sums over one group of d = x * unit - shift, where shift is the group's first x * unit and
 // unit a power of two that is 1 unless the squares of a float64 group overflow or underflow.
-// abs_sum (grpo only) is 0 exactly when every d is: it tells an all-equal group from a tiny spread.
+// abs_sum (grpo on float64 rewards) is 0 exactly when every d is: it tells an all-equal group
+// from a spread whose squares underflow, which float32 rewards cannot have (d^2 >= 2^-298).
 struct Moments {
   double shift = 0.0;
   double sum = 0.0;
@@ -107,7 +115,7 @@ Moments segment_moments(const T* x, int64_t n, double unit) {
     sum += d;
     if constexpr (Squares) {
       sumsq += d * d;
-      abs_sum += std::fabs(d);
+      if constexpr (std::is_same_v<T, double>) abs_sum += std::fabs(d);
     }
   }
   m.shift = shift;
@@ -194,23 +202,62 @@ void check_group_bounds(const GroupBounds& bounds, int64_t num_rollouts, bool al
     check_sizes(bounds.values, bounds.count, num_rollouts, allow_empty_groups);
 }
 
-// group_of[i], checked at every read: the array may change while the GIL is released.
+// Each rollout's group from an id array, checked at every read: the array may change while the
+// GIL is released.
 template <class Id>
-size_t group_at(const Id* group_of, int64_t i, int64_t num_groups) {
-  const Id id = group_of[i];
-  if (id < 0 || static_cast<int64_t>(id) >= num_groups)
-    fail("group_of[", i, "] = ", static_cast<int64_t>(id), " is outside [0, ", num_groups, ")");
-  return static_cast<size_t>(id);
+struct GroupIds {
+  const Id* ids;
+  int64_t num_groups;
+
+  int64_t raw(int64_t i) const { return static_cast<int64_t>(ids[i]); }
+  size_t operator()(int64_t i) const {
+    const int64_t id = raw(i);
+    if (id < 0 || id >= num_groups) fail("group_of[", i, "] = ", id, " is outside [0, ", num_groups, ")");
+    return static_cast<size_t>(id);
+  }
+};
+
+// Each rollout's group as its key minus the smallest key, for keys within a short span: no
+// renumbering pass, no id array.
+struct KeySlots {
+  const int64_t* keys;
+  int64_t lo;
+  int64_t num_groups;  // the span of the keys, plus one
+
+  int64_t raw(int64_t i) const {
+    const uint64_t slot = static_cast<uint64_t>(keys[i]) - static_cast<uint64_t>(lo);
+    return slot < static_cast<uint64_t>(num_groups) ? static_cast<int64_t>(slot) : -1;
+  }
+  size_t operator()(int64_t i) const {
+    const int64_t slot = raw(i);
+    if (slot < 0) fail("keys changed during the call");
+    return static_cast<size_t>(slot);
+  }
+};
+
+struct KeyRange {
+  int64_t lo;
+  uint64_t span;  // hi - lo, exact in uint64
+};
+
+KeyRange key_range(const int64_t* keys, int64_t n) {
+  int64_t lo = keys[0], hi = keys[0];
+#pragma omp simd reduction(min : lo) reduction(max : hi)
+  for (int64_t i = 0; i < n; ++i) {
+    lo = std::min(lo, keys[i]);
+    hi = std::max(hi, keys[i]);
+  }
+  return KeyRange{lo, static_cast<uint64_t>(hi) - static_cast<uint64_t>(lo)};
 }
 
 // Sums of every group, or (Rescaled) only of the groups with a unit, scaled by it.
-template <bool Squares, bool Rescaled, class T, class Id>
-void accumulate(const T* x, int64_t n, const Id* group_of, std::vector<Moments>& groups,
+template <bool Squares, bool Rescaled, class T, class Ids>
+void accumulate(const T* x, int64_t n, const Ids& ids, std::vector<Moments>& groups,
                 const std::vector<double>& units) {
-  const auto num_groups = static_cast<int64_t>(groups.size());
+  const bool far = beyond_cache(groups);
   for (int64_t i = 0; i < n; ++i) {
-    prefetch_group(group_of, i, n, groups);
-    const size_t g = group_at(group_of, i, num_groups);
+    if (far) prefetch_group(ids, i, n, groups);
+    const size_t g = ids(i);
     double value = static_cast<double>(x[i]);
     if constexpr (Rescaled) {
       if (units[g] == 0.0) continue;
@@ -222,21 +269,20 @@ void accumulate(const T* x, int64_t n, const Id* group_of, std::vector<Moments>&
     m.sum += d;
     if constexpr (Squares) {
       m.sumsq += d * d;
-      m.abs_sum += std::fabs(d);
+      if constexpr (std::is_same_v<T, double>) m.abs_sum += std::fabs(d);
     }
   }
 }
 
 // Groups whose sums overflowed or whose squares underflowed, their rewards finite: sums again,
 // scaled. Returns each group's unit (0 for the groups kept as they are), or nothing when none is.
-template <bool Squares, class T, class Id>
-std::vector<double> rescale(const T* x, int64_t n, const Id* group_of, const AdvantageOptions& options,
+template <bool Squares, class T, class Ids>
+std::vector<double> rescale(const T* x, int64_t n, const Ids& ids, const AdvantageOptions& options,
                             std::vector<Moments>& groups) {
   if (std::none_of(groups.begin(), groups.end(), needs_rescale)) return {};
-  const auto num_groups = static_cast<int64_t>(groups.size());
   std::vector<double> max_abs(groups.size(), 0.0);
   for (int64_t i = 0; i < n; ++i) {
-    const size_t g = group_at(group_of, i, num_groups);
+    const size_t g = ids(i);
     const double value = static_cast<double>(x[i]);
     if (!std::isfinite(value)) {
       if (options.require_finite) fail_not_finite(x, i);
@@ -251,28 +297,36 @@ std::vector<double> rescale(const T* x, int64_t n, const Id* group_of, const Adv
     units[g] = unit_for(max_abs[g]);
     groups[g] = Moments{};
   }
-  accumulate<Squares, true>(x, n, group_of, groups, units);
+  accumulate<Squares, true>(x, n, ids, groups, units);
   return units;
 }
 
-template <bool Squares, class T, class Id>
-void indexed(const T* x, int64_t n, const Id* group_of, int64_t num_groups, const AdvantageOptions& options,
-             float* out) {
-  std::vector<Moments> groups(static_cast<size_t>(num_groups));
-  accumulate<Squares, false>(x, n, group_of, groups, {});
-  const std::vector<double> units = rescale<Squares>(x, n, group_of, options, groups);
+template <bool Squares, class T, class Ids>
+void indexed(const T* x, int64_t n, const Ids& ids, const AdvantageOptions& options, float* out) {
+  std::vector<Moments> groups(static_cast<size_t>(ids.num_groups));
+  accumulate<Squares, false>(x, n, ids, groups, {});
+  const std::vector<double> units = rescale<Squares>(x, n, ids, options, groups);
   std::vector<Affine> maps(groups.size());
   for (size_t g = 0; g < groups.size(); ++g)
     maps[g] = affine_of(groups[g], options, units.empty() || units[g] == 0.0 ? 1.0 : units[g]);
+  const bool far = beyond_cache(maps);
   for (int64_t i = 0; i < n; ++i) {
-    prefetch_group(group_of, i, n, maps);
-    out[i] = maps[group_at(group_of, i, num_groups)](static_cast<double>(x[i]));
+    if (far) prefetch_group(ids, i, n, maps);
+    out[i] = maps[ids(i)](static_cast<double>(x[i]));
   }
   if (units.empty()) return;
   for (int64_t i = 0; i < n; ++i) {  // the rescaled groups' rollouts, in their units
-    const size_t g = group_at(group_of, i, num_groups);
+    const size_t g = ids(i);
     if (units[g] != 0.0) out[i] = maps[g](static_cast<double>(x[i]) * units[g]);
   }
+}
+
+template <class T, class Ids>
+void indexed_for(const T* x, int64_t n, const Ids& ids, const AdvantageOptions& options, float* out) {
+  if (options.estimator == Estimator::grpo)
+    indexed<true>(x, n, ids, options, out);
+  else
+    indexed<false>(x, n, ids, options, out);
 }
 
 template <class Id>
@@ -315,24 +369,37 @@ void indexed_advantages(const T* rewards, int64_t num_rollouts, const Id* group_
   check_options(options);
   if (num_rollouts < 0) fail("the number of rollouts must be >= 0, got ", num_rollouts);
   if (num_groups < 0) fail("num_groups must be >= 0, got ", num_groups);
-  if (options.estimator == Estimator::grpo)
-    indexed<true>(rewards, num_rollouts, group_of, num_groups, options, out);
-  else
-    indexed<false>(rewards, num_rollouts, group_of, num_groups, options, out);
+  indexed_for(rewards, num_rollouts, GroupIds<Id>{group_of, num_groups}, options, out);
+}
+
+template <class T>
+void keyed_advantages(const T* rewards, int64_t num_rollouts, const int64_t* keys, const AdvantageOptions& options,
+                      float* out) {
+  check_options(options);
+  if (num_rollouts < 0) fail("the number of rollouts must be >= 0, got ", num_rollouts);
+  if (num_rollouts == 0) return;
+  const KeyRange range = key_range(keys, num_rollouts);
+  // A slot per key in the span costs sizeof(Moments) + sizeof(Affine) bytes: at most about 7 a rollout.
+  if (range.span < static_cast<uint64_t>(num_rollouts / 8 + 64)) {
+    const KeySlots slots{keys, range.lo, static_cast<int64_t>(range.span) + 1};
+    indexed_for(rewards, num_rollouts, slots, options, out);
+  } else if (num_rollouts <= std::numeric_limits<int32_t>::max()) {
+    std::vector<int32_t> group_of(static_cast<size_t>(num_rollouts));
+    const int64_t count = dense_groups(keys, num_rollouts, group_of.data());
+    indexed_for(rewards, num_rollouts, GroupIds<int32_t>{group_of.data(), count}, options, out);
+  } else {
+    std::vector<int64_t> group_of(static_cast<size_t>(num_rollouts));
+    const int64_t count = dense_groups(keys, num_rollouts, group_of.data());
+    indexed_for(rewards, num_rollouts, GroupIds<int64_t>{group_of.data(), count}, options, out);
+  }
 }
 
 template <class Id>
 int64_t dense_groups(const int64_t* keys, int64_t num_rollouts, Id* group_of) {
   check_id_range<Id>(num_rollouts);
   if (num_rollouts == 0) return 0;
-  int64_t lo = keys[0], hi = keys[0];
-#pragma omp simd reduction(min : lo) reduction(max : hi)
-  for (int64_t i = 0; i < num_rollouts; ++i) {
-    lo = std::min(lo, keys[i]);
-    hi = std::max(hi, keys[i]);
-  }
-  // Keys within a span of N: a direct table, no hashing. The span in uint64 cannot overflow.
-  const uint64_t span = static_cast<uint64_t>(hi) - static_cast<uint64_t>(lo);
+  const auto [lo, span] = key_range(keys, num_rollouts);
+  // Keys within a span of N: a direct table, no hashing.
   if (span < static_cast<uint64_t>(num_rollouts)) {
     std::vector<Id> table(span + 1, Id(-1));
     Id count = 0;
@@ -361,13 +428,14 @@ template <class Id>
 void group_order(const Id* group_of, int64_t num_rollouts, int64_t num_groups, int64_t* order, int64_t* sizes) {
   if (num_rollouts < 0) fail("the number of rollouts must be >= 0, got ", num_rollouts);
   if (num_groups < 0) fail("num_groups must be >= 0, got ", num_groups);
+  const GroupIds<Id> ids{group_of, num_groups};
   std::fill(sizes, sizes + num_groups, int64_t{0});
   for (int64_t i = 0; i < num_rollouts; ++i) {
     if (i + kPrefetchAhead < num_rollouts) {
-      const Id ahead = group_of[i + kPrefetchAhead];
-      if (ahead >= 0 && static_cast<int64_t>(ahead) < num_groups) prefetch(sizes + ahead);
+      const int64_t ahead = ids.raw(i + kPrefetchAhead);
+      if (ahead >= 0 && ahead < num_groups) prefetch(sizes + ahead);
     }
-    ++sizes[group_at(group_of, i, num_groups)];
+    ++sizes[ids(i)];
   }
   std::vector<int64_t> next(static_cast<size_t>(num_groups));
   int64_t start = 0;
@@ -376,8 +444,8 @@ void group_order(const Id* group_of, int64_t num_rollouts, int64_t num_groups, i
     start += sizes[g];
   }
   for (int64_t i = 0; i < num_rollouts; ++i) {
-    prefetch_group(group_of, i, num_rollouts, next);
-    int64_t& slot = next[group_at(group_of, i, num_groups)];
+    prefetch_group(ids, i, num_rollouts, next);
+    int64_t& slot = next[ids(i)];
     if (slot >= num_rollouts) fail("group_of changed during the call");
     order[slot++] = i;
   }
@@ -389,6 +457,8 @@ template void indexed_advantages(const float*, int64_t, const int32_t*, int64_t,
 template void indexed_advantages(const float*, int64_t, const int64_t*, int64_t, const AdvantageOptions&, float*);
 template void indexed_advantages(const double*, int64_t, const int32_t*, int64_t, const AdvantageOptions&, float*);
 template void indexed_advantages(const double*, int64_t, const int64_t*, int64_t, const AdvantageOptions&, float*);
+template void keyed_advantages(const float*, int64_t, const int64_t*, const AdvantageOptions&, float*);
+template void keyed_advantages(const double*, int64_t, const int64_t*, const AdvantageOptions&, float*);
 template int64_t dense_groups(const int64_t*, int64_t, int32_t*);
 template int64_t dense_groups(const int64_t*, int64_t, int64_t*);
 template void group_order(const int32_t*, int64_t, int64_t, int64_t*, int64_t*);

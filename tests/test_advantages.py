@@ -184,7 +184,8 @@ def interleaved_ids(rng, sizes, kind="str"):
     group = np.repeat(np.arange(sizes.size), sizes)
     shuffle = rng.permutation(group.size)
     ids = {"str": np.array([f"uid-{g}" for g in range(sizes.size)], dtype=object)[group],
-           "int": group * 7919 - 2**62}[kind]
+           "int": group * 7919 - 2**62,  # keys spread wide: numbered first
+           "compact-int": group[::-1] + 5}[kind]  # keys within a short span: a slot each
     return ids[shuffle], shuffle
 
 
@@ -207,7 +208,7 @@ def test_group_advantages_match_float64_reference(backend, estimator, kind, rng)
     assert torch.equal(by_sizes, by_offsets), rng.seed_for_message
 
 
-@pytest.mark.parametrize("ids", ["str", "int"])
+@pytest.mark.parametrize("ids", ["str", "int", "compact-int"])
 @pytest.mark.parametrize("estimator", ESTIMATORS)
 def test_index_groups_interleaved_rollouts_in_place(backend, estimator, ids, rng):
     """index=: the same numbers as the contiguous groups, at the rollouts' own positions."""
@@ -493,6 +494,22 @@ NATIVE_ERRORS = [
 def test_native_entry_points_name_bad_arguments(call, error, message):
     with pytest.raises(error, match=message):
         call(np.array([1.0, 0.0, 1.0], dtype=np.float32), np.empty(3, dtype=np.float32))
+
+
+@pytest.mark.parametrize("estimator", ESTIMATORS)
+@pytest.mark.parametrize("span", ["short", "wide"])
+def test_native_keyed_advantages(estimator, span, rng):
+    """Integer keys within a short span index the group state directly; wider ones are numbered first."""
+    n = int(rng.integers(1, 2000))
+    draw = rng.integers(0, max(1, n // 20) + 1, size=n)
+    keys = draw - 7 if span == "short" else draw * (2**40 + 3) - 2**62
+    rewards = rng.normal(size=n).astype(np.float32)
+    groups = [np.asarray(p) for p in reference_groups_of(keys.tolist())]
+    out = np.empty(n, dtype=np.float32)
+    _core.keyed_advantages(rewards, keys, out, estimator, 1e-6, True)
+    assert_advantages(out, rewards.astype(np.float64), groups, estimator, 1e-6, 2.0**-52, True)
+    with pytest.raises(ValueError, match=f"keys has length {n - 1}, expected {n}"):
+        _core.keyed_advantages(rewards, keys[:-1], out, estimator, 1e-6, True)
 
 
 @pytest.mark.parametrize("kind", ["dense", "sparse", "objects"])

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy
 import numpy.typing
 import typing
-__all__: list[str] = ['SUCCESS_GP_STATE_VERSION', 'SuccessGP', 'allocate', 'allocate_relaxed', 'allocation_objective', 'dense_groups', 'group_offsets', 'group_order', 'indexed_advantages', 'segment_advantages']
+__all__: list[str] = ['SUCCESS_GP_STATE_VERSION', 'SuccessGP', 'allocate', 'allocate_relaxed', 'allocation_objective', 'dense_groups', 'group_offsets', 'group_order', 'indexed_advantages', 'keyed_advantages', 'segment_advantages']
 class SuccessGP:
     """
     Native success-probability GP; use vipfast.SuccessGP.
@@ -83,6 +83,10 @@ def group_order(group_of: numpy.ndarray, num_groups: typing.SupportsInt | typing
 def indexed_advantages(rewards: numpy.ndarray, group_of: numpy.ndarray, num_groups: typing.SupportsInt | typing.SupportsIndex, out: numpy.ndarray, estimator: str, eps: typing.SupportsFloat | typing.SupportsIndex, require_finite: bool) -> None:
     """
     Advantages of groups given by a group id per rollout (int32 or int64) into out (float32[N]).
+    """
+def keyed_advantages(rewards: numpy.ndarray, keys: numpy.ndarray, out: numpy.ndarray, estimator: str, eps: typing.SupportsFloat | typing.SupportsIndex, require_finite: bool) -> None:
+    """
+    Advantages of groups given by an integer key per rollout (equal keys, one group) into out (float32[N]).
     """
 def segment_advantages(rewards: numpy.ndarray, bounds: numpy.ndarray, bounds_are_offsets: bool, out: numpy.ndarray, estimator: str, eps: typing.SupportsFloat | typing.SupportsIndex, require_finite: bool, allow_empty_groups: bool) -> None:
     """

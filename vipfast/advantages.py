@@ -194,6 +194,9 @@ def _group_advantages_native(r, group_sizes, offsets, index, estimator, eps, che
     if index is not None:
         keys = _index_keys(index)
         _same_length(keys.shape[0], r.numel(), "index")
+        if keys.dtype != object:
+            _core.keyed_advantages(values, keys, out.numpy(), estimator, eps, check)
+            return out
         group_of, num_groups = _core.dense_groups(keys)
         _core.indexed_advantages(values, group_of, num_groups, out.numpy(), estimator, eps, check)
         return out

@@ -120,6 +120,19 @@ void indexed_advantages_py(const py::array& rewards, const py::array& group_of, 
   });
 }
 
+void keyed_advantages_py(const py::array& rewards, const py::array& keys, const py::array& out,
+                         const std::string& estimator, double eps, bool require_finite) {
+  const AdvantageOptions options = options_of(estimator, eps, require_finite, true);
+  vector(rewards, "rewards");
+  const auto ids = int64_vector(keys, "keys");
+  require_length(ids.shape(0), rewards.shape(0), "keys");
+  float* target = output(out, rewards.shape(0));
+  with_rewards(rewards, [&](const auto* r) {
+    py::gil_scoped_release release;
+    keyed_advantages(r, rewards.shape(0), ids.data(), options, target);
+  });
+}
+
 py::array_t<int64_t> group_offsets_py(const py::array& bounds, bool bounds_are_offsets, int64_t num_rollouts,
                                       bool allow_empty_groups) {
   const auto values = int64_vector(bounds, bounds_are_offsets ? "offsets" : "group_sizes");
@@ -230,6 +243,9 @@ void bind_advantages(py::module_& m) {
   m.def("indexed_advantages", &indexed_advantages_py, py::arg("rewards"), py::arg("group_of"),
         py::arg("num_groups"), py::arg("out"), py::arg("estimator"), py::arg("eps"), py::arg("require_finite"),
         "Advantages of groups given by a group id per rollout (int32 or int64) into out (float32[N]).");
+  m.def("keyed_advantages", &keyed_advantages_py, py::arg("rewards"), py::arg("keys"), py::arg("out"),
+        py::arg("estimator"), py::arg("eps"), py::arg("require_finite"),
+        "Advantages of groups given by an integer key per rollout (equal keys, one group) into out (float32[N]).");
   m.def("group_offsets", &group_offsets_py, py::arg("bounds"), py::arg("bounds_are_offsets"),
         py::arg("num_rollouts"), py::arg("allow_empty_groups"),
         "Checked CSR offsets (int64[G+1]) from group sizes or offsets.");

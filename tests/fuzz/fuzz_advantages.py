@@ -257,6 +257,24 @@ def native_cases():
         groups = [np.flatnonzero(group_of == g) for g in range(num_groups)]
         assert_advantages(out, seen, groups, estimator, eps, ROUNDOFF, require_finite)
 
+    def keyed_advantages(rng):
+        n = int(rng.integers(0, 40))
+        pool = [rng.integers(-3, 4, size=6), np.array(INT64_EDGES)][rng.integers(2)]
+        keys = pool[rng.integers(pool.size, size=n)].astype(np.int64)
+        if n and rng.random() < 0.1:
+            keys = keys[:-1]
+        values = strided(rng, rewards(rng, n))
+        out, out_ok = output(rng, n)
+        estimator, eps, options_ok = scoring(rng)
+        require_finite = bool(rng.random() < 0.5)
+        seen = values.astype(np.float64)
+        call = lambda: _core.keyed_advantages(values, keys, out, estimator, eps, require_finite)  # noqa: E731
+        if keys.size != n or not (out_ok and options_ok) or (require_finite and not np.isfinite(seen).all()):
+            raise Invalid(call)
+        call()
+        groups = [np.asarray(p) for p in reference_groups_of(keys.tolist())]
+        assert_advantages(out, seen, groups, estimator, eps, ROUNDOFF, require_finite)
+
     def group_offsets(rng):
         form, argument, n = grouping(rng, allow_index=False)
         allow_empty = bool(rng.random() < 0.5)
@@ -296,7 +314,7 @@ def native_cases():
         assert sizes.tolist() == np.bincount(group_of, minlength=num_groups).tolist()
 
     return {"_core.segment_advantages": segment_advantages, "_core.indexed_advantages": indexed_advantages,
-            "_core.group_offsets": group_offsets, "_core.dense_groups": dense_groups,
+            "_core.keyed_advantages": keyed_advantages, "_core.group_offsets": group_offsets, "_core.dense_groups": dense_groups,
             "_core.group_order": group_order}
 
 

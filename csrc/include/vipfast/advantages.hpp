@@ -44,6 +44,12 @@ template <class T, class Id>
 void indexed_advantages(const T* rewards, int64_t num_rollouts, const Id* group_of, int64_t num_groups,
                         const AdvantageOptions& options, float* out);
 
+// Interleaved groups named by int64 keys [N] (equal keys, one group): keys within a short span
+// index the group state directly, others are numbered first (dense_groups).
+template <class T>
+void keyed_advantages(const T* rewards, int64_t num_rollouts, const int64_t* keys, const AdvantageOptions& options,
+                      float* out);
+
 // Dense group ids of int64 keys in order of first appearance; returns the number of groups.
 template <class Id>
 int64_t dense_groups(const int64_t* keys, int64_t num_rollouts, Id* group_of);
