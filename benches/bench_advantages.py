@@ -204,9 +204,9 @@ def test_cpu_memory_per_rollout(benchmark, given, tmp_path):
         assert result.returncode == 0, result.stderr[-3000:]
         return json.loads(result.stdout)
 
+    benchmark.group = "cpu memory, N=10^8, grpo"
     measured = benchmark.pedantic(probe, rounds=1, iterations=1)
     per_rollout = measured["growth_bytes"] / MEMORY_ROLLOUTS
-    benchmark.group = "cpu memory, N=10^8, grpo"
     benchmark.extra_info.update(rollouts=MEMORY_ROLLOUTS, bytes_per_rollout=per_rollout, **measured)
     assert per_rollout <= MAX_BYTES_PER_ROLLOUT, f"{per_rollout:.1f} bytes per rollout"
 

@@ -16,9 +16,9 @@ def report(path: Path) -> str:
     by_group: dict[str, dict[str, dict]] = {}
     memory = []
     for bench in data["benchmarks"]:
-        if bench["group"].startswith("cpu memory"):
+        if bench["name"].startswith("test_cpu_memory"):
             memory.append(bench)
-        elif bench["group"].startswith("cpu "):
+        elif (bench["group"] or "").startswith("cpu "):
             by_group.setdefault(bench["group"], {})[bench["extra_info"]["impl"]] = bench
     machine = data["machine_info"]
     torch_version = next(iter(next(iter(by_group.values())).values()))["extra_info"]["torch"] if by_group else "?"

@@ -40,13 +40,28 @@ inline void prefetch_group(const Ids& ids, int64_t i, int64_t n, const std::vect
 
 // Sums over one group of d = x * unit - shift, where shift is the group's first x * unit and
 // unit a power of two that is 1 unless the squares of a float64 group overflow or underflow.
-// abs_sum (grpo on float64 rewards) is 0 exactly when every d is: it tells an all-equal group
-// from a spread whose squares underflow, which float32 rewards cannot have (d^2 >= 2^-298).
-struct Moments {
+// Squares (grpo) adds the sum of squares and abs_sum, which is 0 exactly when every d is: it
+// tells an all-equal group from a spread whose squares underflow (float32 rewards cannot have
+// one: d^2 >= 2^-298). Without squares the state is smaller, which the random reads of
+// interleaved groups feel.
+template <bool Squares>
+struct Moments;
+
+template <>
+struct Moments<true> {
   double shift = 0.0;
   double sum = 0.0;
   double sumsq = 0.0;
   double abs_sum = 0.0;
+  int64_t count = 0;
+};
+
+template <>
+struct Moments<false> {
+  static constexpr double sumsq = 0.0;
+  static constexpr double abs_sum = 0.0;
+  double shift = 0.0;
+  double sum = 0.0;
   int64_t count = 0;
 };
 
@@ -62,7 +77,8 @@ struct Affine {
   float operator()(double x_times_unit) const { return static_cast<float>((x_times_unit - center) * scale); }
 };
 
-Affine affine_of(const Moments& m, const AdvantageOptions& options, double unit) {
+template <bool Squares>
+Affine affine_of(const Moments<Squares>& m, const AdvantageOptions& options, double unit) {
   if (m.count < 2) return Affine{m.shift, 0.0};
   const double n = static_cast<double>(m.count);
   const double offset = m.sum / n;
@@ -85,10 +101,14 @@ Affine affine_of(const Moments& m, const AdvantageOptions& options, double unit)
   return Affine{m.shift + offset, scale};
 }
 
-bool finite_sums(const Moments& m) { return std::isfinite(m.sum) && std::isfinite(m.sumsq); }
+template <bool Squares>
+bool finite_sums(const Moments<Squares>& m) {
+  return std::isfinite(m.sum) && std::isfinite(m.sumsq);
+}
 
 // Sums to take again with the rewards scaled: overflowed (or NaN), or squares underflowing.
-bool needs_rescale(const Moments& m) {
+template <bool Squares>
+bool needs_rescale(const Moments<Squares>& m) {
   return !finite_sums(m) || (m.abs_sum > 0.0 && m.sumsq < kSmallestTrustedSquares);
 }
 
@@ -103,8 +123,8 @@ void check_options(const AdvantageOptions& options) {
 }
 
 template <bool Squares, class T>
-Moments segment_moments(const T* x, int64_t n, double unit) {
-  Moments m;
+Moments<Squares> segment_moments(const T* x, int64_t n, double unit) {
+  Moments<Squares> m;
   m.count = n;
   if (n == 0) return m;
   const double shift = static_cast<double>(x[0]) * unit;
@@ -120,8 +140,10 @@ Moments segment_moments(const T* x, int64_t n, double unit) {
   }
   m.shift = shift;
   m.sum = sum;
-  m.sumsq = sumsq;
-  m.abs_sum = abs_sum;
+  if constexpr (Squares) {
+    m.sumsq = sumsq;
+    m.abs_sum = abs_sum;
+  }
   return m;
 }
 
@@ -135,7 +157,7 @@ template <bool Squares, class T>
 void segment(const T* rewards, int64_t begin, int64_t n, const AdvantageOptions& options, float* out) {
   const T* x = rewards + begin;
   double unit = 1.0;
-  Moments m = segment_moments<Squares>(x, n, unit);
+  Moments<Squares> m = segment_moments<Squares>(x, n, unit);
   if (needs_rescale(m)) {
     double max_abs = 0.0;
     for (int64_t i = 0; i < n; ++i) {
@@ -252,7 +274,7 @@ KeyRange key_range(const int64_t* keys, int64_t n) {
 
 // Sums of every group, or (Rescaled) only of the groups with a unit, scaled by it.
 template <bool Squares, bool Rescaled, class T, class Ids>
-void accumulate(const T* x, int64_t n, const Ids& ids, std::vector<Moments>& groups,
+void accumulate(const T* x, int64_t n, const Ids& ids, std::vector<Moments<Squares>>& groups,
                 const std::vector<double>& units) {
   const bool far = beyond_cache(groups);
   for (int64_t i = 0; i < n; ++i) {
@@ -263,7 +285,7 @@ void accumulate(const T* x, int64_t n, const Ids& ids, std::vector<Moments>& gro
       if (units[g] == 0.0) continue;
       value *= units[g];
     }
-    Moments& m = groups[g];
+    Moments<Squares>& m = groups[g];
     if (m.count++ == 0) m.shift = value;
     const double d = value - m.shift;
     m.sum += d;
@@ -278,8 +300,8 @@ void accumulate(const T* x, int64_t n, const Ids& ids, std::vector<Moments>& gro
 // scaled. Returns each group's unit (0 for the groups kept as they are), or nothing when none is.
 template <bool Squares, class T, class Ids>
 std::vector<double> rescale(const T* x, int64_t n, const Ids& ids, const AdvantageOptions& options,
-                            std::vector<Moments>& groups) {
-  if (std::none_of(groups.begin(), groups.end(), needs_rescale)) return {};
+                            std::vector<Moments<Squares>>& groups) {
+  if (std::none_of(groups.begin(), groups.end(), needs_rescale<Squares>)) return {};
   std::vector<double> max_abs(groups.size(), 0.0);
   for (int64_t i = 0; i < n; ++i) {
     const size_t g = ids(i);
@@ -295,7 +317,7 @@ std::vector<double> rescale(const T* x, int64_t n, const Ids& ids, const Advanta
   for (size_t g = 0; g < groups.size(); ++g) {
     if (!needs_rescale(groups[g]) || std::isnan(max_abs[g])) continue;
     units[g] = unit_for(max_abs[g]);
-    groups[g] = Moments{};
+    groups[g] = Moments<Squares>{};
   }
   accumulate<Squares, true>(x, n, ids, groups, units);
   return units;
@@ -303,7 +325,7 @@ std::vector<double> rescale(const T* x, int64_t n, const Ids& ids, const Advanta
 
 template <bool Squares, class T, class Ids>
 void indexed(const T* x, int64_t n, const Ids& ids, const AdvantageOptions& options, float* out) {
-  std::vector<Moments> groups(static_cast<size_t>(ids.num_groups));
+  std::vector<Moments<Squares>> groups(static_cast<size_t>(ids.num_groups));
   accumulate<Squares, false>(x, n, ids, groups, {});
   const std::vector<double> units = rescale<Squares>(x, n, ids, options, groups);
   std::vector<Affine> maps(groups.size());
@@ -379,7 +401,7 @@ void keyed_advantages(const T* rewards, int64_t num_rollouts, const int64_t* key
   if (num_rollouts < 0) fail("the number of rollouts must be >= 0, got ", num_rollouts);
   if (num_rollouts == 0) return;
   const KeyRange range = key_range(keys, num_rollouts);
-  // A slot per key in the span costs sizeof(Moments) + sizeof(Affine) bytes: at most about 7 a rollout.
+  // A slot per key in the span costs sizeof(Moments<true>) + sizeof(Affine) bytes: at most about 7 a rollout.
   if (range.span < static_cast<uint64_t>(num_rollouts / 8 + 64)) {
     const KeySlots slots{keys, range.lo, static_cast<int64_t>(range.span) + 1};
     indexed_for(rewards, num_rollouts, slots, options, out);
