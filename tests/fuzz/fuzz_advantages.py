@@ -216,21 +216,30 @@ def scoring(rng):
     return estimator, eps, estimator in ESTIMATORS and np.isfinite(eps) and eps >= 0
 
 
+def native_case(rng, n: int, grouping_ok: bool, groups, call) -> None:
+    """Rewards, an output and options for one call of a native entry point, call(values, out,
+    estimator, eps, require_finite): it must refuse what is invalid and match the reference,
+    for the groups() the grouping names, otherwise."""
+    values = strided(rng, rewards(rng, n))
+    out, out_ok = output(rng, n)
+    estimator, eps, options_ok = scoring(rng)
+    require_finite = bool(rng.random() < 0.5)
+    seen = values.astype(np.float64)  # the core reads float32 as it is and anything else as float64
+    run = lambda: call(values, out, estimator, eps, require_finite)  # noqa: E731
+    if not (grouping_ok and out_ok and options_ok) or (require_finite and not np.isfinite(seen).all()):
+        raise Invalid(run)
+    run()
+    assert_advantages(out, seen, groups(), estimator, eps, ROUNDOFF, require_finite)
+
+
 def native_cases():
     def segment_advantages(rng):
         form, argument, n = grouping(rng, allow_index=False)
-        values = strided(rng, rewards(rng, n))
-        out, out_ok = output(rng, n)
-        estimator, eps, options_ok = scoring(rng)
-        require_finite, allow_empty = bool(rng.random() < 0.5), bool(rng.random() < 0.5)
+        allow_empty = bool(rng.random() < 0.5)
         groups = group_positions(form, argument, n, not allow_empty)
-        seen = values.astype(np.float64)  # the core reads float32 as it is and anything else as float64
-        call = lambda: _core.segment_advantages(values, argument, form == "offsets", out, estimator, eps,  # noqa: E731
-                                                require_finite, allow_empty)
-        if groups is None or not (out_ok and options_ok) or (require_finite and not np.isfinite(seen).all()):
-            raise Invalid(call)
-        call()
-        assert_advantages(out, seen, groups, estimator, eps, ROUNDOFF, require_finite)
+        native_case(rng, n, groups is not None, lambda: groups,
+                    lambda values, out, estimator, eps, require_finite: _core.segment_advantages(
+                        values, argument, form == "offsets", out, estimator, eps, require_finite, allow_empty))
 
     def indexed_advantages(rng):
         n = int(rng.integers(0, 40))
@@ -243,19 +252,10 @@ def native_cases():
         group_of = group_of.astype(np.int32 if rng.random() < 0.5 else np.int64)
         if n and rng.random() < 0.1:
             group_of = group_of[:-1]
-        values = strided(rng, rewards(rng, n))
-        out, out_ok = output(rng, n)
-        estimator, eps, options_ok = scoring(rng)
-        require_finite = bool(rng.random() < 0.5)
-        seen = values.astype(np.float64)  # the core reads float32 as it is and anything else as float64
-        call = lambda: _core.indexed_advantages(values, group_of, num_groups, out, estimator, eps,  # noqa: E731
-                                                require_finite)
         ids_ok = group_of.size == n and num_groups >= 0 and ((group_of >= 0) & (group_of < num_groups)).all()
-        if not (ids_ok and out_ok and options_ok) or (require_finite and not np.isfinite(seen).all()):
-            raise Invalid(call)
-        call()
-        groups = [np.flatnonzero(group_of == g) for g in range(num_groups)]
-        assert_advantages(out, seen, groups, estimator, eps, ROUNDOFF, require_finite)
+        native_case(rng, n, ids_ok, lambda: [np.flatnonzero(group_of == g) for g in range(num_groups)],
+                    lambda values, out, estimator, eps, require_finite: _core.indexed_advantages(
+                        values, group_of, num_groups, out, estimator, eps, require_finite))
 
     def keyed_advantages(rng):
         n = int(rng.integers(0, 40))
@@ -263,17 +263,9 @@ def native_cases():
         keys = pool[rng.integers(pool.size, size=n)].astype(np.int64)
         if n and rng.random() < 0.1:
             keys = keys[:-1]
-        values = strided(rng, rewards(rng, n))
-        out, out_ok = output(rng, n)
-        estimator, eps, options_ok = scoring(rng)
-        require_finite = bool(rng.random() < 0.5)
-        seen = values.astype(np.float64)
-        call = lambda: _core.keyed_advantages(values, keys, out, estimator, eps, require_finite)  # noqa: E731
-        if keys.size != n or not (out_ok and options_ok) or (require_finite and not np.isfinite(seen).all()):
-            raise Invalid(call)
-        call()
-        groups = [np.asarray(p) for p in reference_groups_of(keys.tolist())]
-        assert_advantages(out, seen, groups, estimator, eps, ROUNDOFF, require_finite)
+        native_case(rng, n, keys.size == n, lambda: [np.asarray(p) for p in reference_groups_of(keys.tolist())],
+                    lambda values, out, estimator, eps, require_finite: _core.keyed_advantages(
+                        values, keys, out, estimator, eps, require_finite))
 
     def group_offsets(rng):
         form, argument, n = grouping(rng, allow_index=False)
