@@ -5,170 +5,7 @@ from __future__ import annotations
 import numpy
 import numpy.typing
 import typing
-__all__: list[str] = ['PredictionBasis', 'SUCCESS_GP_STATE_VERSION', 'SuccessGP', 'SuccessGPConfig', 'allocate', 'allocate_relaxed', 'allocation_objective']
-class SuccessGPConfig:
-    """
-    The options of a SuccessGP, one property each; values are checked when a SuccessGP is built from it.
-    """
-    @staticmethod
-    def option_kinds() -> dict:
-        """
-        {option: 'int' | 'float' | 'float or None' | 'str'}, in the table's order.
-        """
-    def __init__(self) -> None:
-        ...
-    def as_dict(self) -> dict:
-        """
-        {option: value}
-        """
-    @property
-    def auto_exact_max(self) -> typing.Any:
-        """
-        int
-        """
-    @auto_exact_max.setter
-    def auto_exact_max(self, arg1: typing.Any) -> None:
-        ...
-    @property
-    def calibration_window(self) -> typing.Any:
-        """
-        int
-        """
-    @calibration_window.setter
-    def calibration_window(self, arg1: typing.Any) -> None:
-        ...
-    @property
-    def capacity(self) -> typing.Any:
-        """
-        int
-        """
-    @capacity.setter
-    def capacity(self, arg1: typing.Any) -> None:
-        ...
-    @property
-    def clip(self) -> typing.Any:
-        """
-        float
-        """
-    @clip.setter
-    def clip(self, arg1: typing.Any) -> None:
-        ...
-    @property
-    def dim(self) -> typing.Any:
-        """
-        int
-        """
-    @dim.setter
-    def dim(self, arg1: typing.Any) -> None:
-        ...
-    @property
-    def forgetting(self) -> typing.Any:
-        """
-        float
-        """
-    @forgetting.setter
-    def forgetting(self, arg1: typing.Any) -> None:
-        ...
-    @property
-    def jitter(self) -> typing.Any:
-        """
-        float
-        """
-    @jitter.setter
-    def jitter(self, arg1: typing.Any) -> None:
-        ...
-    @property
-    def lengthscale(self) -> typing.Any:
-        """
-        float or None
-        """
-    @lengthscale.setter
-    def lengthscale(self, arg1: typing.Any) -> None:
-        ...
-    @property
-    def mode(self) -> typing.Any:
-        """
-        str
-        """
-    @mode.setter
-    def mode(self, arg1: typing.Any) -> None:
-        ...
-    @property
-    def noise(self) -> typing.Any:
-        """
-        str
-        """
-    @noise.setter
-    def noise(self, arg1: typing.Any) -> None:
-        ...
-    @property
-    def num_inducing(self) -> typing.Any:
-        """
-        int
-        """
-    @num_inducing.setter
-    def num_inducing(self, arg1: typing.Any) -> None:
-        ...
-    @property
-    def prior_mean(self) -> typing.Any:
-        """
-        float or None
-        """
-    @prior_mean.setter
-    def prior_mean(self, arg1: typing.Any) -> None:
-        ...
-    @property
-    def proba(self) -> typing.Any:
-        """
-        str
-        """
-    @proba.setter
-    def proba(self, arg1: typing.Any) -> None:
-        ...
-    @property
-    def signal_var(self) -> typing.Any:
-        """
-        float
-        """
-    @signal_var.setter
-    def signal_var(self, arg1: typing.Any) -> None:
-        ...
-class PredictionBasis:
-    """
-    What observe can reuse of a prediction of the same rows (read-only).
-    """
-    def __getstate__(self) -> tuple:
-        ...
-    def __setstate__(self, arg0: tuple) -> None:
-        ...
-    @property
-    def feature_rows(self) -> numpy.typing.NDArray[numpy.int64]:
-        """
-        Rows whose features the fast engine computed.
-        """
-    @property
-    def features(self) -> numpy.typing.NDArray[numpy.float64]:
-        """
-        Their whitened features, float64 [U, M].
-        """
-    @property
-    def inducing_id(self) -> int:
-        """
-        The fast engine's inducing set (0: none).
-        """
-    @property
-    def keys(self) -> numpy.typing.NDArray[numpy.uint64]:
-        ...
-    @property
-    def latent_mean(self) -> numpy.typing.NDArray[numpy.float64]:
-        """
-        The GP's posterior mean of the logit, before recalibration.
-        """
-    @property
-    def latent_var(self) -> numpy.typing.NDArray[numpy.float64]:
-        """
-        The GP's posterior variance of the logit, before recalibration.
-        """
+__all__: list[str] = ['SUCCESS_GP_STATE_VERSION', 'SuccessGP', 'allocate', 'allocate_relaxed', 'allocation_objective', 'dense_groups', 'group_offsets', 'group_order', 'indexed_advantages', 'keyed_advantages', 'segment_advantages']
 class SuccessGP:
     """
     Native success-probability GP; use vipfast.SuccessGP.
@@ -176,19 +13,15 @@ class SuccessGP:
     @staticmethod
     def from_state(state: dict) -> SuccessGP:
         ...
-    def __init__(self, config: SuccessGPConfig) -> None:
+    def __init__(self, dim: typing.SupportsInt | typing.SupportsIndex, lengthscale: typing.SupportsFloat | typing.SupportsIndex | None, signal_var: typing.SupportsFloat | typing.SupportsIndex, prior_mean: typing.SupportsFloat | typing.SupportsIndex | None, forgetting: typing.SupportsFloat | typing.SupportsIndex, capacity: typing.SupportsInt | typing.SupportsIndex, mode: str, noise: str, jitter: typing.SupportsFloat | typing.SupportsIndex, clip: typing.SupportsFloat | typing.SupportsIndex, proba: str, num_inducing: typing.SupportsInt | typing.SupportsIndex, auto_exact_max: typing.SupportsInt | typing.SupportsIndex, calibration_window: typing.SupportsInt | typing.SupportsIndex) -> None:
         ...
-    def _inject_failure_after(self, stage: str) -> None:
-        """
-        Tests only: the next observe fails once it has completed this stage.
-        """
     def advance(self, steps: typing.SupportsInt | typing.SupportsIndex) -> None:
         ...
-    def observe(self, keys: typing.Annotated[numpy.typing.ArrayLike, numpy.uint64], embeddings: typing.Annotated[numpy.typing.ArrayLike, numpy.float64], successes: typing.Annotated[numpy.typing.ArrayLike, numpy.float64], trials: typing.Annotated[numpy.typing.ArrayLike, numpy.int64], prediction: PredictionBasis = None) -> None:
+    def observe(self, keys: typing.Annotated[numpy.typing.ArrayLike, numpy.uint64], embeddings: typing.Annotated[numpy.typing.ArrayLike, numpy.float64], successes: typing.Annotated[numpy.typing.ArrayLike, numpy.float64], trials: typing.Annotated[numpy.typing.ArrayLike, numpy.int64]) -> None:
         ...
     def predict(self, keys: typing.Annotated[numpy.typing.ArrayLike, numpy.uint64], embeddings: typing.Annotated[numpy.typing.ArrayLike, numpy.float64]) -> tuple:
         """
-        (mean, var, proba, weight, basis): float64[Q] each and the PredictionBasis observe can take back.
+        (mean, var, proba, weight), each float64[Q].
         """
     def pseudo_observations(self) -> dict:
         ...
@@ -235,5 +68,29 @@ def allocation_objective(weights: typing.Annotated[numpy.typing.ArrayLike, numpy
     """
     sum_q w_q phi(n_q) for given counts.
     """
-SUCCESS_GP_STATE_VERSION: int = 3
+def dense_groups(index: numpy.ndarray) -> tuple:
+    """
+    (group_of, G): each id's group, numbered by first appearance (int32 unless N > 2^31 - 1).
+    """
+def group_offsets(bounds: numpy.ndarray, bounds_are_offsets: bool, num_rollouts: typing.SupportsInt | typing.SupportsIndex, allow_empty_groups: bool) -> numpy.typing.NDArray[numpy.int64]:
+    """
+    Checked CSR offsets (int64[G+1]) from group sizes or offsets.
+    """
+def group_order(group_of: numpy.ndarray, num_groups: typing.SupportsInt | typing.SupportsIndex) -> tuple:
+    """
+    (order, sizes): stable counting sort of rollouts by group.
+    """
+def indexed_advantages(rewards: numpy.ndarray, group_of: numpy.ndarray, num_groups: typing.SupportsInt | typing.SupportsIndex, out: numpy.ndarray, estimator: str, eps: typing.SupportsFloat | typing.SupportsIndex, require_finite: bool) -> None:
+    """
+    Advantages of groups given by a group id per rollout (int32 or int64) into out (float32[N]).
+    """
+def keyed_advantages(rewards: numpy.ndarray, keys: numpy.ndarray, out: numpy.ndarray, estimator: str, eps: typing.SupportsFloat | typing.SupportsIndex, require_finite: bool) -> None:
+    """
+    Advantages of groups given by an integer key per rollout (equal keys, one group) into out (float32[N]).
+    """
+def segment_advantages(rewards: numpy.ndarray, bounds: numpy.ndarray, bounds_are_offsets: bool, out: numpy.ndarray, estimator: str, eps: typing.SupportsFloat | typing.SupportsIndex, require_finite: bool, allow_empty_groups: bool) -> None:
+    """
+    Advantages of contiguous groups (sizes or CSR offsets) into out (float32[N]).
+    """
+SUCCESS_GP_STATE_VERSION: int = 2
 __version__: str = '0.1.0'
