@@ -34,7 +34,8 @@ __all__ = ["SuccessModel", "SuccessPrediction"]
 _NEWTON_STEPS = 60
 _MAX_NEWTON_STEP = 2.0  # logits
 _HERMITE = np.polynomial.hermite_e.hermegauss(96)
-_SELECTION_NODES = np.polynomial.hermite_e.hermegauss(20)
+_SELECTION_NODES = np.polynomial.hermite_e.hermegauss(16)
+_SELECTION_ROWS = 256  # observed rows that score the candidates each update, at most (about)
 # Candidate prompt-effect variances τ² (logit²) and the per-update weight of past scores.
 _PROMPT_VAR_GRID = np.geomspace(0.05, 100.0, 12)
 _PROMPT_VAR_FORGETTING = 0.9
@@ -69,7 +70,8 @@ class SuccessModel:
             raise ValueError(f"forgetting must lie in (0, 1], got {forgetting}")
         if not prompt_var > 0:
             raise ValueError(f"prompt_var must be > 0, got {prompt_var}")
-        options = dict(noise="laplace", signal_var=16.0, forgetting=forgetting, mode="fast", capacity=4096)
+        options = dict(noise="laplace", signal_var=16.0, forgetting=forgetting, mode="fast", capacity=4096,
+                       num_inducing=128)
         options.update(gp_options or {})
         options["jitter"] = float(prompt_var)
         self.gp = SuccessGP(dim, **options)
@@ -151,9 +153,10 @@ class SuccessModel:
         p(1 − p). It does not depend on the budget, and the true weights minimise its expectation; a choice
         that calls an informative prompt settled pays for it through 1/√ŵ.
         """
-        seen = trials >= 2
-        if not seen.any():
+        seen = np.flatnonzero(trials >= 2)
+        if not len(seen):
             return
+        seen = seen[:: max(1, len(seen) // _SELECTION_ROWS)]  # an even subsample bounds the cost
         n, k = trials[seen].astype(np.float64), successes[seen]
         informative = k * (n - k) / (n * (n - 1))
         own_k, own_n = prediction.own_successes[seen][:, None], prediction.own_trials[seen][:, None]
@@ -239,7 +242,7 @@ def _laplace_posterior(prior_mean, prior_var, successes, trials):
 
 
 def _sigmoid(f):
-    return 0.5 * (1.0 + np.tanh(0.5 * f))
+    return 1.0 / (1.0 + np.exp(-np.clip(f, -700.0, 700.0)))
 
 
 def _moments(mean, var):
