@@ -1,4 +1,4 @@
-"""Ragged group advantages (DESIGN.md section 4): Triton kernel, launcher and a readable torch reference.
+"""Ragged group advantages: Triton kernel, launcher and a readable torch reference.
 
 Rewards are flat, r [N]; groups are CSR segments offsets [G+1] (offsets[g]..offsets[g+1]).
 For each group of n rollouts with mean m:

@@ -36,7 +36,7 @@ RELINEARISATION_TOLERANCE = 0.5  # logits between a site's linearisation point a
 
 
 def pseudo_observation(k, n, noise="binomial", jitter=0.0, clip=0.01, linearisation=None):
-    """y, s^2 for forgotten counts: DESIGN.md section 3's logit((k+1/2)/(n+1)), the VIP code's
+    """y, s^2 for forgotten counts: the binomial pseudo-observation logit((k+1/2)/(n+1)), the VIP code's
     'fixed' clipped rate, or the binomial likelihood's Newton ('laplace') site at `linearisation`."""
     k, n = np.asarray(k, dtype=np.float64), np.asarray(n, dtype=np.float64)
     if noise in ("binomial", "laplace"):

