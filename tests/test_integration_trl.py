@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-pytest.importorskip("trl", reason="TRL is not installed: pip install ".[trl]"")
+pytest.importorskip("trl", reason="TRL is not installed: pip install '.[trl]'")
 
 from datasets import Dataset  # noqa: E402
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers  # noqa: E402

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import torch
 
-pytest.importorskip("trl", reason="TRL is not installed: pip install ".[trl]"")
+pytest.importorskip("trl", reason="TRL is not installed: pip install '.[trl]'")
 
 from datasets import Dataset  # noqa: E402
 from test_integration_trl import PROMPTS, byte_tokenizer, common_args, outcome_reward, tiny_llama  # noqa: E402

