@@ -389,3 +389,17 @@ def test_prediction_monitor_matches_a_direct_computation(rng):
     bins = np.minimum((flat_p * 10).astype(int), 9)
     ece = sum(abs(flat_p[bins == b].sum() - flat_y[bins == b].sum()) for b in range(10)) / len(flat_p)
     np.testing.assert_allclose(summary["ece"], ece, rtol=1e-12)
+
+
+@pytest.mark.parametrize("name", ["vipfast", "gp"])
+def test_a_selected_plan_carries_a_prediction_of_its_own_rows(name, rng):
+    allocator = build(name)
+    keys, embeddings = random_batch(rng, 12)
+    plan = allocator.plan(keys=keys, embeddings=embeddings)
+    kept = plan.select(np.arange(12) % 3 == 0)
+    if name == "vipfast":  # its own summary sliced; the GP's basis, tied to all 12 rows, dropped
+        assert len(kept.prediction.mean) == 4 and kept.prediction.gp is None
+    else:
+        assert kept.prediction is None
+    allocator.update(kept, np.ones(kept.total))  # the GP checks that a prediction it gets is of these rows
+    assert allocator.stats()["predictions"]["updates"] == 1

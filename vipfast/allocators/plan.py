@@ -64,16 +64,23 @@ class Plan:
         if index.size and (index.min() < -len(self) or index.max() >= len(self)):
             raise ValueError(f"row indices must lie in [0, {len(self)}), got {index.min()}..{index.max()}")
         take = lambda array: None if array is None else array[index]  # noqa: E731
-        prediction = self.prediction
-        if prediction is not None and hasattr(prediction, "_fields"):  # NamedTuple: slice its per-row arrays
-            prediction = type(prediction)(*(_rows_of(field, index, len(self)) for field in prediction))
         return replace(self, keys=self.keys[index], counts=self.counts[index], weights=self.weights[index],
-                       p=take(self.p), embeddings=take(self.embeddings), prediction=prediction,
+                       p=take(self.p), embeddings=take(self.embeddings),
+                       prediction=_rows_of(self.prediction, index, len(self)),
                        prompts=None if self.prompts is None else tuple(self.prompts[i] for i in index.tolist()))
 
 
 def _rows_of(value, index, rows):
-    return value[index] if isinstance(value, np.ndarray) and value.ndim and len(value) == rows else value
+    """A prediction's per-row arrays at `index`, through nested named tuples. A prediction that carries more than
+    its named fields (a GP's feature basis, tied to all its rows) becomes None: its predictor predicts the
+    selected rows again when it learns them."""
+    if isinstance(value, np.ndarray) and value.ndim and len(value) == rows:
+        return value[index]
+    if isinstance(value, tuple) and hasattr(value, "_fields"):
+        if getattr(value, "__dict__", None):
+            return None
+        return type(value)(*(_rows_of(field, index, rows) for field in value))
+    return value
 
 
 def successes_per_group(rewards, group_sizes, threshold=None) -> tuple[np.ndarray, np.ndarray]:
