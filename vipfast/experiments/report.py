@@ -96,6 +96,14 @@ def write_csv(runs: dict[str, list[RunResult]], seeds: list[int], path) -> None:
                 writer.writerow({"arm": arm, "seed": seed, **{k: row.get(k) for k in keys[1:]}})
 
 
+def _padded(rows: list[list[float]]) -> np.ndarray:
+    """Runs of different lengths (a rollout budget stops them at different steps) as one array, NaN-padded."""
+    out = np.full((len(rows), max(map(len, rows))), np.nan)
+    for i, row in enumerate(rows):
+        out[i, : len(row)] = row
+    return out
+
+
 def write_plot(runs: dict[str, list[RunResult]], path) -> None:
     """Four panels, each the mean over seeds: waste, objective vs uniform, Brier per step; mean p vs rollouts."""
     import matplotlib
@@ -108,17 +116,19 @@ def write_plot(runs: dict[str, list[RunResult]], path) -> None:
               "variance objective vs uniform split"), (axes[1, 0], "brier", "Brier score of the plan's p")]
     for ax, key, title in panels:
         for arm, results in runs.items():
-            curves = np.array([[np.nan if r[key] is None else (r[key] / r["generated"] if key == "wasted" else r[key])
-                                for r in result.steps] for result in results], dtype=float)
+            curves = _padded([[np.nan if r[key] is None else (r[key] / r["generated"] if key == "wasted" else r[key])
+                               for r in result.steps] for result in results])
             if np.isfinite(curves).any():
                 ax.plot(np.arange(curves.shape[1]), np.nanmean(curves, axis=0), label=arm)
         ax.set(title=title, xlabel="step")
         ax.grid(alpha=0.3)
     ax = axes[1, 1]
     for arm, results in runs.items():
-        rollouts = np.mean([np.cumsum([r["generated"] for r in result.steps]) for result in results], axis=0)
-        mean_p = np.mean([[r["mean_p"] for r in result.steps] for result in results], axis=0)
-        ax.plot(rollouts, mean_p, label=arm)
+        generated = [np.cumsum([r["generated"] for r in result.steps]) for result in results]
+        grid = np.linspace(0, min(g[-1] for g in generated), 200)
+        mean_p = np.mean([np.interp(grid, g, [r["mean_p"] for r in result.steps], left=np.nan)
+                          for g, result in zip(generated, results)], axis=0)
+        ax.plot(grid, mean_p, label=arm)
     ax.set(title="mean true p (accuracy) vs rollouts generated", xlabel="rollouts generated")
     ax.grid(alpha=0.3)
     axes[0, 0].legend(fontsize=8)
