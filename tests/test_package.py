@@ -5,7 +5,6 @@ from __future__ import annotations
 import importlib
 import shutil
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -30,11 +29,3 @@ def test_stubs_are_current(tmp_path):
     generated = (tmp_path / "vipfast" / "_core.pyi").read_text()
     shipped = (Path(vipfast.__file__).parent / "_core.pyi").read_text()
     assert generated == shipped, "vipfast/_core.pyi is stale: run `pybind11-stubgen vipfast._core -o .`"
-
-
-def test_cli_bench_prints_the_latency_table(tmp_path):
-    result = subprocess.run([sys.executable, "-m", "vipfast.cli", "bench", "--prompts", "64", "300"],
-                            check=True, capture_output=True, text=True, cwd=tmp_path)
-    lines = result.stdout.splitlines()
-    assert "vipfast exact" in lines[1]
-    assert [line.split()[0] for line in lines[2:]] == ["64", "300"]

@@ -1,0 +1,69 @@
+// Pieces shared by the allocation sources: checked inputs, unit gains, scratch buffers.
+#pragma once
+
+#include <cstdint>
+#include <vector>
+
+#include "vipfast/allocation.hpp"
+
+namespace vipfast::allocation {
+
+// Sums of counts: Q * m can pass 2^63 when an estimator's range is cut only by a huge budget.
+__extension__ typedef __int128 Total;
+
+// ---------------------------------------------------------------------------------------
+// Inputs (validation.cpp). Every check raises std::invalid_argument naming the value.
+// ---------------------------------------------------------------------------------------
+
+// Feasibility of the bounds without forming Q * max (it may overflow while the budget is fine).
+void check_bounds(const Bounds& bounds);
+void check_estimator_domain(Estimator estimator, int64_t min_rollouts);
+// First bad weight (non-finite or negative) as an error; called once a single pass found one.
+[[noreturn]] void fail_on_weights(const double* weights, int64_t num_prompts);
+void check_weights(const double* weights, int64_t num_prompts);
+
+// Marginal gains phi(n) - phi(n+1) of one row phi(L..L+m), checked to be finite and
+// discretely convex (and non-negative when `non_increasing`); differences of a few ulps from
+// rounding are projected away so the gains are exactly non-increasing. prompt < 0: shared curve.
+void row_gains(const double* row, int64_t width, int64_t min_rollouts, bool non_increasing, int64_t prompt,
+               double* gains);
+// One pass with no branches in the loop: true when the row is finite and its differences are
+// already exactly non-increasing (then row_gains would change nothing).
+bool row_is_exactly_convex(const double* row, int64_t width);
+
+// ---------------------------------------------------------------------------------------
+// Unit gains of the estimators (estimators.cpp): u(n) = phi(n) - phi(n+1).
+// ---------------------------------------------------------------------------------------
+
+// Every floating-point step of these formulas is monotone in n, so the computed gains never
+// rise with n: threshold counts stay prefix counts at any n.
+double estimator_unit_gain(Estimator estimator, double n);
+// u(n) for n < kTabulatedRollouts (entries below the domain unused), built once per process.
+constexpr int64_t kTabulatedRollouts = int64_t{1} << 14;
+const double* estimator_unit_gain_table(Estimator estimator);
+
+// ---------------------------------------------------------------------------------------
+// Scratch buffers reused across calls on one thread: fresh multi-megabyte allocations page-fault
+// on every call, which at Q = 65536 costs as much as the whole solve.
+// ---------------------------------------------------------------------------------------
+
+struct Workspace {
+  std::vector<double> roots;           // (Q) sqrt of the weights
+  std::vector<double> scaled_weights;  // (Q) weights times a power of two, when their range needs it
+  std::vector<double> unit_gains;      // (m) a shared curve's gains
+  std::vector<double> projected;       // rows of a table whose rounding was projected away
+  std::vector<int64_t> projected_row;  // (Q) row of `projected` for each prompt, or -1
+  std::vector<double> samples;
+  std::vector<double> first_left, last_taken;  // (Q) see Boundary
+};
+
+Workspace& thread_workspace();
+// Returns oversized buffers to the allocator so one huge call does not pin its memory.
+void trim_workspace(Workspace& workspace);
+
+// Exponent e such that the largest gain, largest_weight * 2^e * largest_unit_gain, is near 1
+// (weights stay within 2^+-1000), or 0 when the gains' scale is already safe. The optimum does
+// not change with the weights' scale, and a power of two rounds every product the same way.
+int weight_exponent(double largest_weight, double largest_unit_gain);
+
+}  // namespace vipfast::allocation
