@@ -102,7 +102,7 @@ void solve_shared(const double* weights, const Spread& spread, int64_t min_rollo
     summary = scan_weights(weights, Q, roots);
   }
   const CountGuess guess = alpha > 0 ? guess_through_mean(units, alpha, spread, positive_steps) : CountGuess{0, 0, 0};
-  const SharedModel<Units> model(weights, roots, summary.root_sum, Q, units, spread.steps, guess);
+  SharedModel<Units> model(weights, roots, summary.root_sum, Q, units, spread.steps, guess);
   ThresholdSearch<SharedModel<Units>>(model, min_rollouts, spread.spare, counts, workspace).run();
 }
 
@@ -137,9 +137,13 @@ void allocate_curve(const CostModel& model, const Bounds& b, int64_t spare, int6
 void allocate_table(const CostModel& model, const Bounds& b, int64_t spare, int64_t* counts) {
   const int64_t L = b.min_rollouts;
   const Spread spread{spare, b.max_rollouts - L, b.num_prompts};
-  const TableModel gains(model.weights, model.table, b.num_prompts, L, spread.steps, thread_workspace());
-  if (spread.trivial()) return fill_trivial(spread, L, counts);
-  ThresholdSearch<TableModel>(gains, L, spare, counts, thread_workspace()).run();
+  TableModel gains(model.weights, model.table, b.num_prompts, L, spread.steps, thread_workspace());
+  ThresholdSearch<TableModel> search(gains, L, spare, counts, thread_workspace());
+  // Even when the counts are known the rows are checked: the search's first pass does both.
+  if (spread.trivial())
+    search.run_from(spare == 0 ? INFINITY : -INFINITY);
+  else
+    search.run();
 }
 
 }  // namespace

@@ -2,6 +2,8 @@
 #pragma once
 
 #include <cstdint>
+#include <cstring>
+#include <limits>
 #include <vector>
 
 #include "vipfast/allocation.hpp"
@@ -10,6 +12,22 @@ namespace vipfast::allocation {
 
 // Sums of counts: Q * m can pass 2^63 when an estimator's range is cut only by a huge budget.
 __extension__ typedef __int128 Total;
+
+// Doubles mapped to integers in the same order (-0 just below +0): bisecting the integers
+// halves the number of doubles in between, whatever their signs and exponents. One octave of
+// positive doubles spans 2^52 keys.
+inline int64_t order_key(double x) {
+  int64_t bits;
+  std::memcpy(&bits, &x, sizeof bits);
+  return bits ^ ((bits >> 63) & std::numeric_limits<int64_t>::max());
+}
+
+inline double from_order_key(int64_t key) {
+  const int64_t bits = key ^ ((key >> 63) & std::numeric_limits<int64_t>::max());
+  double x;
+  std::memcpy(&x, &bits, sizeof x);
+  return x;
+}
 
 // ---------------------------------------------------------------------------------------
 // Inputs (validation.cpp). Every check raises std::invalid_argument naming the value.
@@ -27,9 +45,14 @@ void check_weights(const double* weights, int64_t num_prompts);
 // rounding are projected away so the gains are exactly non-increasing. prompt < 0: shared curve.
 void row_gains(const double* row, int64_t width, int64_t min_rollouts, bool non_increasing, int64_t prompt,
                double* gains);
-// One pass with no branches in the loop: true when the row is finite and its differences are
-// already exactly non-increasing (then row_gains would change nothing).
-bool row_is_exactly_convex(const double* row, int64_t width);
+// One vectorised pass over a row phi(L..L+m): whether it is finite with differences already
+// exactly non-increasing (then row_gains would change nothing), and how many differences, times
+// `weight`, exceed lambda (the row's count at lambda when it is exactly convex).
+struct RowScan {
+  bool exactly_convex;
+  int64_t above;
+};
+RowScan scan_row(const double* row, int64_t width, double weight, double lambda);
 
 // ---------------------------------------------------------------------------------------
 // Unit gains of the estimators (estimators.cpp): u(n) = phi(n) - phi(n+1).
@@ -47,6 +70,18 @@ const double* estimator_unit_gain_table(Estimator estimator);
 // on every call, which at Q = 65536 costs as much as the whole solve.
 // ---------------------------------------------------------------------------------------
 
+// A prompt whose count differs between the ends of the search's bracket: `fewer` at the larger
+// multiplier, `more` at the smaller; `probe` is its count at the latest probe.
+struct Entry {
+  int64_t prompt, fewer, more, probe;
+};
+
+// One unit that may be placed last: the gain of step `step` of entries[entry].
+struct Candidate {
+  double gain;
+  int64_t entry, step;
+};
+
 struct Workspace {
   std::vector<double> roots;           // (Q) sqrt of the weights
   std::vector<double> scaled_weights;  // (Q) weights times a power of two, when their range needs it
@@ -55,6 +90,10 @@ struct Workspace {
   std::vector<int64_t> projected_row;  // (Q) row of `projected` for each prompt, or -1
   std::vector<double> samples;
   std::vector<double> first_left, last_taken;  // (Q) see Boundary
+  std::vector<double> window;                   // (Q, 8) a table's gains around each count
+  std::vector<int64_t> window_start;            // (Q)
+  std::vector<Entry> entries;
+  std::vector<Candidate> candidates;
 };
 
 Workspace& thread_workspace();

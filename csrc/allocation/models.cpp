@@ -48,23 +48,24 @@ Sum SharedModel<Units>::count_all_into(double lambda, int64_t min_rollouts, int6
   const double* roots = roots_;
   const Units units = units_;
   const int64_t Q = num_prompts_, steps = steps_;
-  // lambda <= 0 or infinite makes the guess NaN or clamped; the fix-up below is exact regardless.
-  const double scale = guess_.alpha / std::sqrt(lambda), beta = guess_.beta;
+  // A multiplier outside (0, inf) (zero weights, all units) leaves the guess meaningless but finite.
+  const bool usable = lambda > 0 && lambda < kInf;
+  const double scale = usable ? guess_.alpha / std::sqrt(lambda) : 0.0;
+  // Bounded below so the guess converts to int64 without a floating-point clamp per prompt.
+  const double beta = usable ? std::max(guess_.beta, -0x1p62) : 0.0;
   const double top = static_cast<double>(steps);
   Sum total = 0;
   for (int64_t q = 0; q < Q; ++q) {
     const double w = weights[q];
-    double guess = roots[q] * scale + beta;
-    guess = guess > 0 ? guess : 0.0;  // NaN too
-    guess = guess < top ? guess : top;
-    int64_t count = std::min(static_cast<int64_t>(guess), steps);
-    double first_left = count < steps ? w * units(count) : -kInf;
-    double last_taken = count > 0 ? w * units(count - 1) : kInf;
-    if ((first_left > lambda) | !(last_taken > lambda)) {
+    // No branches on the guess: its sign and size vary from prompt to prompt.
+    const int64_t guess = static_cast<int64_t>(std::min(roots[q] * scale + beta, top));
+    int64_t count = guess < 0 ? 0 : guess;
+    double first_left = w * units(count), last_taken = w * units(count - 1);
+    if (((first_left > lambda) & (count < steps)) | (!(last_taken > lambda) & (count > 0)))
       count = count_from([&](int64_t k) { return w * units(k); }, lambda, count, steps);
-      first_left = count < steps ? w * units(count) : -kInf;
-      last_taken = count > 0 ? w * units(count - 1) : kInf;
-    }
+    // Boundary values past either end are never read (see Boundary); the slow path re-reads the gains.
+    first_left = w * units(count);
+    last_taken = w * units(count - 1);
     counts[q] = min_rollouts + count;
     boundary.first_left[q] = first_left;
     boundary.last_taken[q] = last_taken;
@@ -79,7 +80,8 @@ Sum SharedModel<Units>::count_all_into(double lambda, int64_t min_rollouts, int6
 template <class Units>
 FirstProbe SharedModel<Units>::first_probe(int64_t units) const {
   const double alpha = guess_.alpha;
-  if (!(alpha > 0) || !(root_sum_ > 0)) return {sampled_multiplier(*this, units, thread_workspace().samples), kNaN};
+  if (!(root_sum_ > 0)) return {0.0, kNaN};  // every weight zero: every gain is
+  if (!(alpha > 0)) return sampled_probe(*this, units, thread_workspace().samples);
   const double target = static_cast<double>(units), top = static_cast<double>(guess_.positive_steps);
   const double offset = guess_.beta - 0.5;  // a floor loses half a unit on average
   const double Q = static_cast<double>(num_prompts_);
@@ -104,7 +106,8 @@ FirstProbe SharedModel<Units>::first_probe(int64_t units) const {
     // Close to the answer the sum is nearly linear: the exact counts check this step anyway.
     if (newton && std::abs(miss) <= 0.05 * target) break;
   }
-  return {1.0 / (s * s), -0.5 * std::log(2.0) * s * slope};
+  // d count / d log2(lambda) = -(ln 2 / 2) s d count / ds, and one octave spans 2^52 keys.
+  return {1.0 / (s * s), -0.5 * std::log(2.0) * s * slope / 0x1p52};
 }
 
 template class SharedModel<TabulatedUnits>;
@@ -112,66 +115,58 @@ template class SharedModel<EstimatorUnits>;
 
 TableModel::TableModel(const double* weights, const double* table, int64_t num_prompts, int64_t min_rollouts,
                        int64_t steps, Workspace& workspace)
-    : weights_(weights), table_(table), num_prompts_(num_prompts), steps_(steps) {
-  double largest_weight = 0;
-  if (weights != nullptr) {
-    check_weights(weights, num_prompts);
-    largest_weight = num_prompts == 0 ? 0.0 : *std::max_element(weights, weights + num_prompts);
-  }
-  const int64_t width = steps + 1;
-  double largest_gain = 0;
-  workspace.projected.clear();
-  for (int64_t q = 0; q < num_prompts; ++q) {
-    const double* row = table + q * width;
-    // Gains are monotone, so a row's largest in magnitude is its first or its last.
-    double first = steps > 0 ? row[0] - row[1] : 0.0, last = steps > 0 ? row[steps - 1] - row[steps] : 0.0;
-    if (!row_is_exactly_convex(row, width)) {
-      if (!any_projected_) workspace.projected_row.assign(static_cast<size_t>(num_prompts), -1);
-      any_projected_ = true;
-      const size_t offset = workspace.projected.size();
-      workspace.projected_row[static_cast<size_t>(q)] = static_cast<int64_t>(offset) / std::max<int64_t>(steps, 1);
-      workspace.projected.resize(offset + static_cast<size_t>(steps));
-      const double* gains = workspace.projected.data() + offset;
-      row_gains(row, width, min_rollouts, /*non_increasing=*/false, q, workspace.projected.data() + offset);
-      first = steps > 0 ? gains[0] : 0.0;
-      last = steps > 0 ? gains[steps - 1] : 0.0;
-    }
-    largest_gain = std::max({largest_gain, std::abs(first), std::abs(last)});
-  }
-  if (any_projected_) {
-    projected_row_ = workspace.projected_row.data();
-    projected_ = workspace.projected.data();
-  }
-  const int exponent = weight_exponent(largest_weight, largest_gain);
-  if (exponent != 0) {
-    workspace.scaled_weights.resize(static_cast<size_t>(num_prompts));
-    for (int64_t q = 0; q < num_prompts; ++q) workspace.scaled_weights[q] = std::ldexp(weights[q], exponent);
-    weights_ = workspace.scaled_weights.data();
-  }
+    : weights_(weights), table_(table), num_prompts_(num_prompts), min_(min_rollouts), steps_(steps),
+      workspace_(workspace) {
+  if (weights == nullptr) return;
+  check_weights(weights, num_prompts);
+  const double largest = num_prompts == 0 ? 0.0 : *std::max_element(weights, weights + num_prompts);
+  const int exponent = weight_exponent(largest, 1.0);
+  if (exponent == 0) return;
+  workspace.scaled_weights.resize(static_cast<size_t>(num_prompts));
+  for (int64_t q = 0; q < num_prompts; ++q) workspace.scaled_weights[q] = std::ldexp(weights[q], exponent);
+  weights_ = workspace.scaled_weights.data();
 }
 
-Total TableModel::count_all(double lambda, int64_t min_rollouts, int64_t* counts, Boundary boundary) const {
+Total TableModel::count_all(double lambda, int64_t min_rollouts, int64_t* counts, Boundary boundary) {
+  const int64_t width = steps_ + 1, kept = std::min(kWindow, steps_);
+  workspace_.projected.clear();
+  std::vector<double>& window = workspace_.window;
+  std::vector<int64_t>& window_start = workspace_.window_start;
+  window.resize(static_cast<size_t>(num_prompts_ * kWindow));
+  window_start.resize(static_cast<size_t>(num_prompts_));
+  window_ = nullptr;
   Total total = 0;
   for (int64_t q = 0; q < num_prompts_; ++q) {
     const double w = weights_ == nullptr ? 1.0 : weights_[q];
-    int64_t count;
-    if (any_projected_ && projected_row_[q] >= 0) {
-      const double* gains = projected_ + projected_row_[q] * steps_;
-      count = count_within([&](int64_t k) { return w * gains[k]; }, lambda, 0, steps_);
-    } else {
-      const double* row = table_ + q * (steps_ + 1);
-      count = count_within([&](int64_t k) { return w * (row[k] - row[k + 1]); }, lambda, 0, steps_);
-    }
+    const RowScan scan = scan_row(table_ + q * width, width, w, lambda);
+    const int64_t count = scan.exactly_convex ? scan.above : project_row(q, lambda);
+    const int64_t start = std::clamp<int64_t>(count - kWindow / 2, 0, steps_ - kept);
+    window_start[q] = start;
+    for (int64_t i = 0; i < kept; ++i) window[q * kWindow + i] = row_gain(q, start + i);
     counts[q] = min_rollouts + count;
-    boundary.first_left[q] = count < steps_ ? gain(q, count) : -kInf;
-    boundary.last_taken[q] = count > 0 ? gain(q, count - 1) : kInf;
+    boundary.first_left[q] = count < steps_ ? row_gain(q, count) : -kInf;
+    boundary.last_taken[q] = count > 0 ? row_gain(q, count - 1) : kInf;
     total += count;
   }
+  window_ = window.data();
+  window_start_ = window_start.data();
   return total;
 }
 
+int64_t TableModel::project_row(int64_t q, double lambda) {
+  if (!any_projected_) workspace_.projected_row.assign(static_cast<size_t>(num_prompts_), -1);
+  any_projected_ = true;
+  const size_t offset = workspace_.projected.size();
+  workspace_.projected.resize(offset + static_cast<size_t>(steps_));
+  row_gains(table_ + q * (steps_ + 1), steps_ + 1, min_, /*non_increasing=*/false, q, workspace_.projected.data() + offset);
+  workspace_.projected_row[static_cast<size_t>(q)] = static_cast<int64_t>(offset) / std::max<int64_t>(steps_, 1);
+  projected_row_ = workspace_.projected_row.data();
+  projected_ = workspace_.projected.data();
+  return count_within([&](int64_t k) { return row_gain(q, k); }, lambda, 0, steps_);
+}
+
 FirstProbe TableModel::first_probe(int64_t units) const {
-  return {sampled_multiplier(*this, units, thread_workspace().samples), kNaN};
+  return sampled_probe(*this, units, thread_workspace().samples);
 }
 
 }  // namespace vipfast::allocation

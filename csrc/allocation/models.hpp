@@ -3,8 +3,10 @@
 #pragma once
 
 #include <algorithm>
+#include <cmath>
 #include <limits>
 #include <cstddef>
+#include <functional>
 #include <cstdint>
 #include <vector>
 
@@ -13,16 +15,17 @@
 namespace vipfast::allocation {
 
 // The gains on either side of each prompt's count, written by count_all: the search's next
-// multiplier moves a prompt's count exactly when it passes one of them.
+// multiplier moves a prompt's count exactly when it passes one of them. At the ends of the range
+// (count = steps, count = 0) the value is arbitrary and the search checks the count instead.
 struct Boundary {
-  double* first_left;  // (Q) gain(q, count), -inf when count = steps
-  double* last_taken;  // (Q) gain(q, count - 1), +inf when count = 0
+  double* first_left;  // (Q) gain(q, count)
+  double* last_taken;  // (Q) gain(q, count - 1)
 };
 
 // The search's first multiplier, and how fast the count falls with it (NaN when unknown).
 struct FirstProbe {
   double lambda;
-  double slope_per_octave;  // d count / d log2(lambda), <= 0
+  double slope_per_key;  // d count / d order_key(lambda), <= 0
 };
 
 // Unit gains u(k) read from a table valid for k in [-1, steps] (the ends are padding, so the
@@ -98,47 +101,83 @@ extern template class SharedModel<TabulatedUnits>;
 extern template class SharedModel<EstimatorUnits>;
 
 // cost_q(n) = w_q * table[q, n - L]: gains are the rows' differences, read from the table
-// itself; the rare rows whose rounding had to be projected away are kept apart.
+// itself; the rare rows whose rounding had to be projected away are kept apart. The rows are
+// checked in the one pass that reads them all, count_all, which must come before any search and
+// keeps the gains around each count in a compact window: the search stays near those counts, and
+// reading them there rather than from rows scattered over a large table saves a cache miss each.
 class TableModel {
  public:
   static constexpr bool kNonNegative = false;
 
-  // Checks every row (and the weights, if any) before anything else.
+  // Checks the weights, if any.
   TableModel(const double* weights, const double* table, int64_t num_prompts, int64_t min_rollouts, int64_t steps,
              Workspace& workspace);
 
   int64_t num_prompts() const { return num_prompts_; }
   int64_t steps() const { return steps_; }
   double gain(int64_t q, int64_t k) const {
+    if (window_ != nullptr) {
+      const auto slot = static_cast<uint64_t>(k - window_start_[q]);
+      if (slot < kWindow) return window_[q * kWindow + static_cast<int64_t>(slot)];
+    }
+    return row_gain(q, k);
+  }
+
+  // Checks every row (a ValueError for the first bad one) while counting it.
+  Total count_all(double lambda, int64_t min_rollouts, int64_t* counts, Boundary boundary);
+  FirstProbe first_probe(int64_t units) const;
+
+ private:
+  static constexpr int64_t kWindow = 8;
+
+  double row_gain(int64_t q, int64_t k) const {
     const double w = weights_ == nullptr ? 1.0 : weights_[q];
     if (any_projected_ && projected_row_[q] >= 0) return w * projected_[projected_row_[q] * steps_ + k];
     const double* row = table_ + q * (steps_ + 1);
     return w * (row[k] - row[k + 1]);
   }
+  int64_t project_row(int64_t q, double lambda);  // its count at lambda
 
-  Total count_all(double lambda, int64_t min_rollouts, int64_t* counts, Boundary boundary) const;
-  FirstProbe first_probe(int64_t units) const;
-
- private:
   const double* weights_;  // (Q) or null
   const double* table_;    // (Q, steps + 1)
-  int64_t num_prompts_, steps_;
+  int64_t num_prompts_, min_, steps_;
+  Workspace& workspace_;
   bool any_projected_ = false;
   const int64_t* projected_row_ = nullptr;  // (Q)
   const double* projected_ = nullptr;
+  const double* window_ = nullptr;         // (Q, kWindow) gains from window_start_ on
+  const int64_t* window_start_ = nullptr;  // (Q)
 };
 
-// Median gain at the mean count over a sample of prompts: a first multiplier for any model.
+// A first multiplier for any model from a sample of prompts: the gain ranked, among the sampled
+// units, where the budget's last unit would rank, and the count's slope from the ranks around it.
 template <class Model>
-double sampled_multiplier(const Model& model, int64_t units, std::vector<double>& samples) {
-  const int64_t Q = model.num_prompts();
-  const int64_t level = std::clamp<int64_t>(units / std::max<int64_t>(Q, 1), 0, model.steps() - 1);
-  const int64_t stride = std::max<int64_t>(1, Q / 255);
+FirstProbe sampled_probe(const Model& model, int64_t units, std::vector<double>& samples) {
+  constexpr int64_t kSampledUnits = 4096;
+  const int64_t Q = model.num_prompts(), mean = units / Q;
+  // Levels far above the mean count hold gains too small to matter for the rank.
+  const int64_t levels = std::min(model.steps(), std::max<int64_t>(64, 4 * mean + 8));
+  const int64_t rows = std::clamp<int64_t>(kSampledUnits / levels, 1, Q), stride = Q / rows;
   samples.clear();
-  for (int64_t q = 0; q < Q; q += stride) samples.push_back(model.gain(q, level));
-  const auto middle = samples.begin() + static_cast<std::ptrdiff_t>(samples.size() / 2);
-  std::nth_element(samples.begin(), middle, samples.end());
-  return *middle;
+  for (int64_t i = 0; i < rows; ++i)
+    for (int64_t k = 0; k < levels; ++k) {
+      const double gain = model.gain(i * stride, k);
+      if (std::isfinite(gain)) samples.push_back(gain);  // rows are checked later, in the first pass
+    }
+  if (samples.empty()) return {0.0, std::numeric_limits<double>::quiet_NaN()};
+  const double per_prompt = static_cast<double>(rows) / static_cast<double>(Q);
+  const int64_t last = static_cast<int64_t>(samples.size()) - 1;
+  const auto ranked = [&](int64_t rank) {  // the rank-th largest sampled gain
+    const auto at = samples.begin() + std::clamp<int64_t>(rank, 0, last);
+    std::nth_element(samples.begin(), at, samples.end(), std::greater<double>());
+    return *at;
+  };
+  const int64_t rank = static_cast<int64_t>(static_cast<double>(units) * per_prompt);
+  const int64_t width = std::max<int64_t>(4, last / 32);
+  const double lambda = ranked(rank);
+  const double keys = static_cast<double>(order_key(ranked(rank - width))) - static_cast<double>(order_key(ranked(rank + width)));
+  const double slope = keys > 0 ? -2.0 * static_cast<double>(width) / per_prompt / keys : std::numeric_limits<double>::quiet_NaN();
+  return {lambda, slope};
 }
 
 }  // namespace vipfast::allocation

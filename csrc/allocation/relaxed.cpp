@@ -129,7 +129,7 @@ double allocation_objective(const CostModel& model, const Bounds& b, const int64
     gains.resize(static_cast<size_t>(width));
     if (model.curve != nullptr) row_gains(model.curve, width, L, /*non_increasing=*/true, -1, gains.data());
     for (int64_t q = 0; model.table != nullptr && q < Q; ++q)
-      if (!row_is_exactly_convex(model.table + q * width, width))
+      if (!scan_row(model.table + q * width, width, 1.0, 0.0).exactly_convex)
         row_gains(model.table + q * width, width, L, /*non_increasing=*/false, q, gains.data());
   }
   double total = 0;

@@ -15,7 +15,7 @@
 #include <cmath>
 #include <cstdint>
 #include <cstdio>
-#include <cstring>
+#include <ctime>
 #include <limits>
 #include <stdexcept>
 #include <vector>
@@ -25,26 +25,12 @@
 
 namespace vipfast::allocation {
 
-// Doubles mapped to integers in the same order (-0 just below +0): bisecting the integers
-// halves the number of doubles in between, whatever their signs and exponents.
-inline int64_t order_key(double x) {
-  int64_t bits;
-  std::memcpy(&bits, &x, sizeof bits);
-  return bits ^ ((bits >> 63) & std::numeric_limits<int64_t>::max());
-}
-
-inline double from_order_key(int64_t key) {
-  const int64_t bits = key ^ ((key >> 63) & std::numeric_limits<int64_t>::max());
-  double x;
-  std::memcpy(&x, &bits, sizeof x);
-  return x;
-}
-
 template <class Model>
 class ThresholdSearch {
  public:
-  ThresholdSearch(const Model& model, int64_t min_rollouts, int64_t units, int64_t* counts, Workspace& workspace)
-      : model_(model), min_(min_rollouts), units_(units), counts_(counts), steps_(model.steps()) {
+  ThresholdSearch(Model& model, int64_t min_rollouts, int64_t units, int64_t* counts, Workspace& workspace)
+      : model_(model), min_(min_rollouts), units_(units), counts_(counts), steps_(model.steps()),
+        entries_(workspace.entries), candidates_(workspace.candidates) {
     const auto Q = static_cast<size_t>(model.num_prompts());
     workspace.first_left.resize(Q);
     workspace.last_taken.resize(Q);
@@ -52,25 +38,47 @@ class ThresholdSearch {
   }
 
   void run() {
+#ifdef VIPFAST_DEBUG_SEARCH
+    timespec t0; clock_gettime(CLOCK_THREAD_CPUTIME_ID, &t0);
+#endif
     const FirstProbe first = model_.first_probe(units_);
-    const double lambda = std::isnan(first.lambda) ? 0.0 : first.lambda;
+#ifdef VIPFAST_DEBUG_SEARCH
+    timespec t1; clock_gettime(CLOCK_THREAD_CPUTIME_ID, &t1);
+    fprintf(stderr, "T first_probe %.1f us\n", (t1.tv_nsec - t0.tv_nsec) * 1e-3);
+#endif
+    run_from(std::isnan(first.lambda) ? 0.0 : first.lambda, first.slope_per_key);
+  }
+
+  // Counts every prompt at `lambda` (the one pass over all the input), then searches from there.
+  void run_from(double lambda, double slope_per_key = NAN) {
+#ifdef VIPFAST_DEBUG_SEARCH
+    timespec t0, t1, t2, t3, t4; clock_gettime(CLOCK_THREAD_CPUTIME_ID, &t0);
+#endif
     const Point start{lambda, model_.count_all(lambda, min_, counts_, boundary_)};
 #ifdef VIPFAST_DEBUG_SEARCH
-    fprintf(stderr, "start lambda=%g S-R=%lld slope=%g\n", lambda, (long long)(start.total - units_), first.slope_per_octave);
+    clock_gettime(CLOCK_THREAD_CPUTIME_ID, &t1);
+    fprintf(stderr, "start lambda=%g S-R=%lld slope=%g\n", lambda, (long long)(start.total - units_), slope_per_key);
 #endif
-    if (start.total == units_ || !find_bracket(start, first.slope_per_octave)) return;
+    if (start.total == units_ || !find_bracket(start, slope_per_key)) return;
+#ifdef VIPFAST_DEBUG_SEARCH
+    clock_gettime(CLOCK_THREAD_CPUTIME_ID, &t2);
+#endif
     if (!narrow_bracket()) return;
+#ifdef VIPFAST_DEBUG_SEARCH
+    clock_gettime(CLOCK_THREAD_CPUTIME_ID, &t3);
+#endif
     place_last_units();
+#ifdef VIPFAST_DEBUG_SEARCH
+    clock_gettime(CLOCK_THREAD_CPUTIME_ID, &t4);
+    fprintf(stderr, "T count_all %.1f bracket %.1f narrow %.1f place %.1f us\n", (t1.tv_nsec - t0.tv_nsec) * 1e-3,
+            (t2.tv_nsec - t1.tv_nsec) * 1e-3, (t3.tv_nsec - t2.tv_nsec) * 1e-3, (t4.tv_nsec - t3.tv_nsec) * 1e-3);
+#endif
   }
 
  private:
   struct Point {
     double lambda;
     Total total;  // S(lambda)
-  };
-  // A prompt whose count differs between the bracket's ends: `fewer` at hi_, `more` at lo_.
-  struct Entry {
-    int64_t prompt, fewer, more, probe;
   };
 
   static constexpr int64_t kKeyOfPlusInfinity = 0x7FF0000000000000;
@@ -87,9 +95,8 @@ class ThresholdSearch {
   }
 
   // Step 2. Returns false when a step lands exactly on R (the counts are then final).
-  bool find_bracket(Point near, double slope_per_octave) {
+  bool find_bracket(Point near, double slope_per_key) {
     const bool need_more = near.total < units_;
-    double slope_per_key = slope_per_octave / 0x1p52;  // one octave of positive doubles spans 2^52 keys
     double distance = 0;
     for (;;) {
       const double lambda = outward(near, need_more, slope_per_key, distance);
@@ -97,8 +104,14 @@ class ThresholdSearch {
       entries_.clear();
       const auto move = [&](int64_t q) {
         const int64_t was = current(q);
-        const int64_t now = need_more ? count_above_hint(prompt_gain(q), lambda, was, steps_)
-                                      : count_below_hint(prompt_gain(q), lambda, was);
+        if (was == (need_more ? steps_ : 0)) return;  // its boundary value is not a gain
+        // Most prompts move by one unit: check that before searching further.
+        int64_t now;
+        if (need_more)
+          now = was + 1 == steps_ || !(model_.gain(q, was + 1) > lambda) ? was + 1
+                                                                          : count_above_hint(prompt_gain(q), lambda, was, steps_);
+        else
+          now = was == 1 || model_.gain(q, was - 2) > lambda ? was - 1 : count_below_hint(prompt_gain(q), lambda, was);
         total += now - was;
         entries_.push_back(need_more ? Entry{q, was, now, now} : Entry{q, now, was, now});
       };
@@ -271,11 +284,6 @@ class ThresholdSearch {
     return total;
   }
 
-  struct Candidate {
-    double gain;
-    int64_t entry, step;
-  };
-
   static bool takes_precedence(const Candidate& a, const Candidate& b) {
     if (a.gain != b.gain) return a.gain > b.gain;
     if (a.step != b.step) return a.step < b.step;
@@ -283,7 +291,8 @@ class ThresholdSearch {
   }
 
   void select_largest_gains(int64_t take) {
-    std::vector<Candidate> candidates;
+    std::vector<Candidate>& candidates = candidates_;
+    candidates.clear();
     for (size_t i = 0; i < entries_.size(); ++i)
       for (int64_t k = entries_[i].fewer; k < entries_[i].more; ++k)
         candidates.push_back({model_.gain(entries_[i].prompt, k), static_cast<int64_t>(i), k});
@@ -294,12 +303,13 @@ class ThresholdSearch {
     for (const Entry& e : entries_) counts_[e.prompt] = min_ + e.probe;
   }
 
-  const Model& model_;
+  Model& model_;
   int64_t min_, units_;
   int64_t* counts_;
   int64_t steps_;
   Point lo_{}, hi_{};  // S(lo) > R > S(hi), lo < hi
-  std::vector<Entry> entries_;
+  std::vector<Entry>& entries_;  // in prompt order
+  std::vector<Candidate>& candidates_;
   Boundary boundary_{};
 };
 

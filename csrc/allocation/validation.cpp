@@ -67,14 +67,25 @@ void check_weights(const double* weights, int64_t num_prompts) {
   if (bad) fail_on_weights(weights, num_prompts);
 }
 
-bool row_is_exactly_convex(const double* row, int64_t width) {
-  bool bad = !(std::abs(row[0]) <= kLargest);
-  for (int64_t k = 0; k + 2 < width; ++k) {
+// Cloned for AVX2: this pass reads the whole table, and the portable build has only SSE2.
+__attribute__((target_clones("avx2", "default"))) RowScan scan_row(const double* row, int64_t width, double weight,
+                                                                   double lambda) {
+  // x * 0 is 0 for finite x and NaN otherwise: `poison` stays 0 only if every difference is finite.
+  double rise = -kLargest, poison = row[0] * 0.0, above = 0;
+  const int64_t inner = width - 2;
+#pragma omp simd reduction(max : rise) reduction(+ : poison, above)
+  for (int64_t k = 0; k < inner; ++k) {
     const double left = row[k] - row[k + 1], right = row[k + 1] - row[k + 2];
-    bad |= !(left >= right) | !(std::abs(left) <= kLargest);
+    rise = std::max(rise, right - left);
+    poison += left * 0.0;
+    above += weight * left > lambda ? 1.0 : 0.0;
   }
-  if (width >= 2) bad |= !(std::abs(row[width - 2] - row[width - 1]) <= kLargest);
-  return !bad;
+  if (width >= 2) {
+    const double last = row[width - 2] - row[width - 1];
+    poison += last * 0.0;
+    above += weight * last > lambda ? 1.0 : 0.0;
+  }
+  return {poison == 0 && !(rise > 0), static_cast<int64_t>(above)};
 }
 
 void row_gains(const double* row, int64_t width, int64_t min_rollouts, bool non_increasing, int64_t prompt,
@@ -132,6 +143,10 @@ void trim_workspace(Workspace& workspace) {
   trim(workspace.samples);
   trim(workspace.first_left);
   trim(workspace.last_taken);
+  trim(workspace.window);
+  trim(workspace.window_start);
+  trim(workspace.entries);
+  trim(workspace.candidates);
 }
 
 }  // namespace vipfast::allocation
