@@ -17,13 +17,11 @@ double marginal_variance(Estimator estimator, double n) {
   return (n - 2.0) / (n * n * n);
 }
 
-// argmin over n in [lo, hi] of w * phi(n) + lambda * n.
-double relaxed_count(Estimator estimator, double w, double lambda, double lo, double hi) {
-  if (w == 0) return lo;
-  const double target = lambda / w;
+// argmin over n in [lo, hi] of phi(n) + target * n, i.e. -phi'(n) = target = lambda / w.
+double relaxed_count(Estimator estimator, double target, double lo, double hi) {
   if (!(marginal_variance(estimator, lo) > target)) return lo;
   if (marginal_variance(estimator, hi) >= target) return hi;
-  if (estimator == Estimator::rloo) return std::clamp(1.0 + std::sqrt(w / lambda), lo, hi);
+  if (estimator == Estimator::rloo) return std::clamp(1.0 + 1.0 / std::sqrt(target), lo, hi);
   // (n - 2) - target n^3 is concave; Newton from the right of its larger root, starting
   // at min(hi, target^-1/2) where it is negative, converges monotonically.
   double n = std::min(hi, 1.0 / std::sqrt(target));
@@ -36,28 +34,46 @@ double relaxed_count(Estimator estimator, double w, double lambda, double lo, do
   return std::clamp(n, lo, hi);
 }
 
-struct RelaxedPoint {
-  double lambda = 0;
-  double total = 0;
-  std::vector<double> counts;  // (Q)
+// The relaxed counts as functions of s = log sqrt(1 / lambda): prompt q's target lambda / w_q is
+// exp(-2 (s + log sqrt(w_q))). In this log domain every weight ratio the doubles allow fits, where
+// lambda itself would underflow for subnormal or widely spread weights.
+class RelaxedCounts {
+ public:
+  RelaxedCounts(Estimator estimator, const double* weights, int64_t num_prompts, double lo, double hi)
+      : estimator_(estimator), lo_(lo), hi_(hi), log_roots_(static_cast<size_t>(num_prompts)) {
+    for (int64_t q = 0; q < num_prompts; ++q) log_roots_[q] = 0.5 * std::log(weights[q]);  // -inf for 0
+  }
+
+  double total(double s, std::vector<double>& counts) const {
+    counts.resize(log_roots_.size());
+    double sum = 0;
+    for (size_t q = 0; q < log_roots_.size(); ++q)
+      sum += counts[q] = relaxed_count(estimator_, std::exp(-2.0 * (s + log_roots_[q])), lo_, hi_);
+    return sum;
+  }
+
+  // Every weighted prompt sits at lo below the first s, and at hi above the second.
+  std::pair<double, double> range() const {
+    double smallest = std::numeric_limits<double>::infinity(), largest = -smallest;
+    for (double r : log_roots_)
+      if (std::isfinite(r)) smallest = std::min(smallest, r), largest = std::max(largest, r);
+    const double start = -0.5 * std::log(marginal_variance(estimator_, lo_));
+    const double end = -0.5 * std::log(marginal_variance(estimator_, hi_));
+    return {start - largest - 1.0, end - smallest + 1.0};
+  }
+
+ private:
+  Estimator estimator_;
+  double lo_, hi_;
+  std::vector<double> log_roots_;
 };
 
-// Units the weighted prompts cannot use even at lambda -> 0 go to zero-weight prompts, equally.
-void absorb_in_zero_weights(const double* weights, int64_t num_prompts, double units, std::vector<double>& counts) {
+// Units the weighted prompts cannot use even when all sit at hi go to the zero-weight prompts, equally.
+void absorb_in_zero_weights(const double* weights, int64_t num_prompts, double units, double* counts) {
   const auto zero_weight = std::count(weights, weights + num_prompts, 0.0);
   const double share = units / static_cast<double>(zero_weight);
   for (int64_t q = 0; q < num_prompts; ++q)
     if (weights[q] == 0) counts[q] += share;
-}
-
-// The weights divided by the largest: the optimum depends on w / lambda only, and this keeps the
-// multiplier's search inside the normal doubles whatever the weights' scale (subnormals included).
-std::vector<double> normalised(const double* weights, int64_t num_prompts) {
-  const double largest = num_prompts == 0 ? 0.0 : *std::max_element(weights, weights + num_prompts);
-  std::vector<double> scaled(weights, weights + num_prompts);
-  if (largest > 0)
-    for (double& w : scaled) w /= largest;
-  return scaled;
 }
 
 }  // namespace
@@ -76,42 +92,35 @@ void allocate_relaxed(const CostModel& model, const Bounds& b, double* counts) {
   check_weights(model.weights, b.num_prompts);
   check_estimator_domain(model.estimator, b.min_rollouts);
   const int64_t Q = b.num_prompts;
-  const std::vector<double> weights = normalised(model.weights, Q);
   const int64_t spare = b.budget - Q * b.min_rollouts;
   const double lo_n = static_cast<double>(b.min_rollouts);
   const double hi_n = static_cast<double>(b.min_rollouts + std::min(b.max_rollouts - b.min_rollouts, spare));
   const double budget = static_cast<double>(b.budget);
-  auto evaluate = [&](double lambda, RelaxedPoint& point) {
-    point.lambda = lambda;
-    point.total = 0;
-    point.counts.resize(static_cast<size_t>(Q));
-    for (int64_t q = 0; q < Q; ++q)
-      point.total += point.counts[q] = relaxed_count(model.estimator, weights[q], lambda, lo_n, hi_n);
-  };
-  // At the largest first gain (1 * -phi'(L)) every prompt sits at its minimum; shrink lambda
-  // until the budget is reached, then bisect geometrically and interpolate the last bracket
-  // linearly so the counts add up to the budget exactly.
-  RelaxedPoint hi, lo, mid;
-  evaluate(marginal_variance(model.estimator, lo_n), hi);
-  lo = hi;
-  while (lo.total < budget && lo.lambda > std::numeric_limits<double>::min()) {
-    hi = lo;
-    evaluate(lo.lambda / 16, lo);
-  }
-  if (lo.total < budget) {
-    absorb_in_zero_weights(weights.data(), Q, budget - lo.total, lo.counts);
-    std::copy(lo.counts.begin(), lo.counts.end(), counts);
+  const RelaxedCounts relaxed(model.estimator, model.weights, Q, lo_n, hi_n);
+  // Bisection on s between all-at-lo and all-at-hi, to adjacent doubles; then the last bracket is
+  // interpolated linearly so the counts add up to the budget exactly.
+  auto [s_lo, s_hi] = relaxed.range();
+  std::vector<double> fewer, more;
+  double fewer_total = relaxed.total(s_lo, fewer), more_total = relaxed.total(s_hi, more);
+  if (!(more_total > budget)) {
+    std::copy(more.begin(), more.end(), counts);
+    if (more_total < budget) absorb_in_zero_weights(model.weights, Q, budget - more_total, counts);
     return;
   }
-  for (int i = 0; i < 200 && hi.total < budget && lo.total > budget; ++i) {
-    const double lambda = std::sqrt(lo.lambda) * std::sqrt(hi.lambda);
-    if (!(lambda > lo.lambda && lambda < hi.lambda)) break;
-    evaluate(lambda, mid);
-    std::swap(mid.total > budget ? lo : hi, mid);
+  std::vector<double> middle;
+  while (fewer_total < budget) {
+    const double s = 0.5 * (s_lo + s_hi);
+    if (!(s > s_lo && s < s_hi)) break;
+    const double total = relaxed.total(s, middle);
+    if (total > budget) {
+      s_hi = s, more_total = total, std::swap(more, middle);
+    } else {
+      s_lo = s, fewer_total = total, std::swap(fewer, middle);
+    }
   }
-  const double spread = lo.total - hi.total;
-  const double theta = spread > 0 ? (budget - hi.total) / spread : 0.0;
-  for (int64_t q = 0; q < Q; ++q) counts[q] = hi.counts[q] + theta * (lo.counts[q] - hi.counts[q]);
+  const double spread = more_total - fewer_total;
+  const double theta = spread > 0 ? (budget - fewer_total) / spread : 0.0;
+  for (int64_t q = 0; q < Q; ++q) counts[q] = fewer[q] + theta * (more[q] - fewer[q]);
 }
 
 double allocation_objective(const CostModel& model, const Bounds& b, const int64_t* counts) {
