@@ -66,6 +66,26 @@ constexpr int64_t kTabulatedRollouts = int64_t{1} << 14;
 const double* estimator_unit_gain_table(Estimator estimator);
 
 // ---------------------------------------------------------------------------------------
+// The shared model's pass over all prompts with AVX2 (count_avx2.cpp).
+// ---------------------------------------------------------------------------------------
+
+struct GuessedCounts {
+  const double* weights;     // (Q)
+  const double* roots;       // (Q) sqrt(weights)
+  const double* unit_gains;  // readable at [-1, steps]
+  int64_t num_prompts, steps, min_rollouts;  // steps < 2^31
+  double lambda, scale, beta;                // guess = floor(scale * root + beta), clamped
+  int64_t* counts;                           // (Q) out: min_rollouts + guess
+  double* first_left;                        // (Q) out: the gains next to the guess
+  double* last_taken;                        // (Q)
+};
+
+bool guessed_counts_available();
+// For the prompts in whole blocks of four: writes each guess and the gains on either side of it,
+// lists in `off` the prompts whose guess is not their count, and returns the sum of the guesses.
+int64_t guessed_counts(const GuessedCounts& in, std::vector<int64_t>& off);
+
+// ---------------------------------------------------------------------------------------
 // Scratch buffers reused across calls on one thread: fresh multi-megabyte allocations page-fault
 // on every call, which at Q = 65536 costs as much as the whole solve.
 // ---------------------------------------------------------------------------------------
@@ -94,6 +114,7 @@ struct Workspace {
   std::vector<int64_t> window_start;            // (Q)
   std::vector<Entry> entries;
   std::vector<Candidate> candidates;
+  std::vector<int64_t> off;  // prompts whose guessed count is off
 };
 
 Workspace& thread_workspace();

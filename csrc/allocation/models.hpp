@@ -34,6 +34,7 @@ class TabulatedUnits {
  public:
   explicit TabulatedUnits(const double* table) : table_(table) {}
   double operator()(int64_t k) const { return table_[k]; }
+  const double* data() const { return table_; }
 
  private:
   const double* table_;
@@ -87,6 +88,8 @@ class SharedModel {
  private:
   template <class Sum>
   Sum count_all_into(double lambda, int64_t min_rollouts, int64_t* counts, Boundary boundary) const;
+  double guess_bias(double lambda, double s, double offset, double top) const;
+  static constexpr int64_t kBiasSampleMinimum = 2048;  // smaller batches: the sample's noise is the bias' size
 
   const double* weights_;  // (Q)
   const double* roots_;    // (Q) sqrt(weights)
@@ -153,11 +156,12 @@ class TableModel {
 // units, where the budget's last unit would rank, and the count's slope from the ranks around it.
 template <class Model>
 FirstProbe sampled_probe(const Model& model, int64_t units, std::vector<double>& samples) {
-  constexpr int64_t kSampledUnits = 4096;
   const int64_t Q = model.num_prompts(), mean = units / Q;
   // Levels far above the mean count hold gains too small to matter for the rank.
   const int64_t levels = std::min(model.steps(), std::max<int64_t>(64, 4 * mean + 8));
-  const int64_t rows = std::clamp<int64_t>(kSampledUnits / levels, 1, Q), stride = Q / rows;
+  // A sixteenth of the units, at most 4096: a few percent of the first pass's work.
+  const int64_t sampled = std::clamp<int64_t>(Q / 16 * levels, 256, 4096);
+  const int64_t rows = std::clamp<int64_t>(sampled / levels, 1, Q), stride = Q / rows;
   samples.clear();
   for (int64_t i = 0; i < rows; ++i)
     for (int64_t k = 0; k < levels; ++k) {

@@ -180,7 +180,10 @@ class ThresholdSearch {
   bool narrow_bracket() {
     int same_side_streak = 0;
     bool last_moved_lo = false;
-    for (int probe = 0; lo_.total - hi_.total > 64 + static_cast<Total>(entries_.size()) && !one_gain_value(); ++probe) {
+    // Placing a candidate unit by selection costs more than re-counting an entry, so probes go on
+    // until the candidates are about one per entry.
+    for (int probe = 0; lo_.total - hi_.total > 64 + 2 * static_cast<Total>(entries_.size()) && !one_gain_value();
+         ++probe) {
       if (probe > 400) throw std::runtime_error("allocation: the threshold search did not converge");
       const double lambda = inside(same_side_streak >= 2, last_moved_lo);
 #ifdef VIPFAST_DEBUG_SEARCH

@@ -88,28 +88,53 @@ __attribute__((target_clones("avx2", "default"))) RowScan scan_row(const double*
   return {poison == 0 && !(rise > 0), static_cast<int64_t>(above)};
 }
 
-void row_gains(const double* row, int64_t width, int64_t min_rollouts, bool non_increasing, int64_t prompt,
-               double* gains) {
+namespace {
+
+// The first rule the row breaks, as an error; called once row_gains found that it breaks one.
+[[noreturn]] void fail_on_row(const double* row, int64_t width, int64_t min_rollouts, bool non_increasing,
+                              int64_t prompt) {
   for (int64_t k = 0; k < width; ++k)
     if (!std::isfinite(row[k]))
       fail(row_name(prompt), " has a non-finite value ", row[k], " at n = ", min_rollouts + k);
+  double previous = 0;
   for (int64_t k = 0; k + 1 < width; ++k) {
     const int64_t n = min_rollouts + k;
-    const double gain = row[k] - row[k + 1];
+    double gain = row[k] - row[k + 1];
     if (!std::isfinite(gain))
       fail(row_name(prompt), " has values too far apart to subtract at n = ", n, ": ", row[k], " and ", row[k + 1]);
     const double scale = std::max(std::abs(row[k]), std::abs(row[k + 1]));
     if (non_increasing && exceeds_rounding(-gain, scale))
       fail(row_name(prompt), " must be non-increasing but rises at n = ", n + 1, ": phi(", n, ") = ", row[k],
            " < phi(", n + 1, ") = ", row[k + 1]);
-    gains[k] = non_increasing ? std::max(gain, 0.0) : gain;
-    if (k > 0 && gains[k] > gains[k - 1]) {
-      if (exceeds_rounding(gains[k] - gains[k - 1], std::max(scale, std::abs(row[k - 1]))))
-        fail(row_name(prompt), " is not discretely convex at n = ", n, ": phi(", n - 1, ") - phi(", n, ") = ",
-             gains[k - 1], " < phi(", n, ") - phi(", n + 1, ") = ", gains[k]);
-      gains[k] = gains[k - 1];
-    }
+    if (non_increasing) gain = std::max(gain, 0.0);
+    if (k > 0 && exceeds_rounding(gain - previous, std::max(scale, std::abs(row[k - 1]))))
+      fail(row_name(prompt), " is not discretely convex at n = ", n, ": phi(", n - 1, ") - phi(", n, ") = ", previous,
+           " < phi(", n, ") - phi(", n + 1, ") = ", gain);
+    previous = k > 0 ? std::min(gain, previous) : gain;
   }
+  fail(row_name(prompt), " was reported invalid but breaks no rule");
+}
+
+}  // namespace
+
+void row_gains(const double* row, int64_t width, int64_t min_rollouts, bool non_increasing, int64_t prompt,
+               double* gains) {
+  // Branch-free: in rows whose gains fall below their values' rounding (the tails of Knapsack-RL
+  // rows), about every other step needs projecting.
+  bool bad = !(std::abs(row[0]) <= kLargest);
+  for (int64_t k = 0; k + 1 < width; ++k) {
+    double gain = row[k] - row[k + 1];
+    bad |= !(std::abs(gain) <= kLargest);
+    const double scale = std::max(std::abs(row[k]), std::abs(row[k + 1]));
+    bad |= non_increasing && exceeds_rounding(-gain, scale);
+    gain = non_increasing ? std::max(gain, 0.0) : gain;
+    if (k > 0) {
+      bad |= exceeds_rounding(gain - gains[k - 1], std::max(scale, std::abs(row[k - 1])));
+      gain = std::min(gain, gains[k - 1]);
+    }
+    gains[k] = gain;
+  }
+  if (bad) fail_on_row(row, width, min_rollouts, non_increasing, prompt);
 }
 
 int weight_exponent(double largest_weight, double largest_unit_gain) {
@@ -147,6 +172,7 @@ void trim_workspace(Workspace& workspace) {
   trim(workspace.window_start);
   trim(workspace.entries);
   trim(workspace.candidates);
+  trim(workspace.off);
 }
 
 }  // namespace vipfast::allocation
