@@ -1,6 +1,6 @@
 """Allocation latency: vipfast's exact solver against its peers on the same instances, in one run.
 
-    python -m pytest benches/bench_allocation.py --benchmark-only --benchmark-json=benches/results/allocation.json
+    pytest benches/bench_allocation.py --benchmark-only --benchmark-json=benches/results/allocation.json
     python benches/report_allocation.py benches/results/allocation.json
 
 Instance: Q prompts, budget 16·Q, n in [4, 64], w = p(1-p) with p ~ Beta(0.5, 0.5). Forms: the three

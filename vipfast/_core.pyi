@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy
 import numpy.typing
 import typing
-__all__: list[str] = ['SUCCESS_GP_STATE_VERSION', 'SuccessGP', 'allocate', 'allocate_relaxed', 'allocation_objective']
+__all__: list[str] = ['ESTIMATOR_TABLE', 'SUCCESS_GP_STATE_VERSION', 'SuccessGP', 'allocate', 'allocate_relaxed', 'allocation_objective']
 class SuccessGP:
     """
     Native success-probability GP; use vipfast.SuccessGP.
@@ -68,5 +68,6 @@ def allocation_objective(weights: typing.Annotated[numpy.typing.ArrayLike, numpy
     """
     sum_q w_q phi(n_q) for given counts.
     """
+ESTIMATOR_TABLE: tuple = (('rloo', 2, '1/(n-1)'), ('drgrpo', 3, '(n-1)/n^2'), ('grpo', 3, '(n-1)/n^2'))
 SUCCESS_GP_STATE_VERSION: int = 2
 __version__: str = '0.1.0'

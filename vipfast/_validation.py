@@ -6,7 +6,7 @@ import operator
 
 import numpy as np
 
-_INT64 = np.iinfo(np.int64)
+_INT64_MIN, _INT64_MAX = -(2**63), 2**63 - 1  # plain ints: np.iinfo's properties build new objects per access
 _UINT64_MAX = 2**64 - 1
 
 
@@ -45,7 +45,7 @@ def as_int64_array(value, name: str) -> np.ndarray:
             raise ValueError(f"{name} must hold whole numbers, got {name}[{i}] = {array[i]!r}")
         outside = (array < -(2.0**63)) | (array >= 2.0**63)
     else:
-        outside = array > _INT64.max if array.dtype.kind == "u" else np.zeros(array.shape, dtype=bool)
+        outside = array > _INT64_MAX if array.dtype.kind == "u" else np.zeros(array.shape, dtype=bool)
     if np.any(outside):
         i = int(np.flatnonzero(outside)[0])
         raise ValueError(f"{name}[{i}] = {array[i]} does not fit in int64")
@@ -58,7 +58,7 @@ def as_int64(value, name: str) -> int:
         number = operator.index(value)
     except TypeError:
         raise TypeError(f"{name} must be an integer, got {type(value).__name__} {value!r}") from None
-    if not _INT64.min <= number <= _INT64.max:
+    if not _INT64_MIN <= number <= _INT64_MAX:
         raise ValueError(f"{name} = {number} does not fit in int64")
     return number
 

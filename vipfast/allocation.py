@@ -41,11 +41,10 @@ def estimator_min_rollouts(name: str) -> int:
 
 
 def _float_array(value, name, ndim):
-    """`value` itself when the core can read it in place, else a checked aligned float64 copy."""
-    if type(value) is np.ndarray and value.dtype == _FLOAT64 and value.ndim in ndim:
-        flags = value.flags
-        if flags.c_contiguous and flags.aligned:
-            return value
+    """`value` itself when it is a float64 array of the right rank (the core copies it if it is
+    strided or misaligned, and reads it in place otherwise), else a checked float64 conversion."""
+    if type(value) is np.ndarray and value.dtype is _FLOAT64 and value.ndim in ndim:
+        return value
     return as_float64_array(value, name, ndim)
 
 

@@ -2,7 +2,6 @@
 
 #include <algorithm>
 #include <cmath>
-#include <cstdio>
 #include <limits>
 #include <type_traits>
 
@@ -54,7 +53,8 @@ Sum SharedModel<Units>::count_all_into(double lambda, int64_t min_rollouts, int6
   const double scale = usable ? guess_.alpha / std::sqrt(lambda) : 0.0;
   // Bounded below so the guess converts to int64 without a floating-point clamp per prompt.
   const double beta = usable ? std::max(guess_.beta, -0x1p62) : 0.0;
-  const double top = static_cast<double>(steps);
+  // Capped so the conversion stays in range when steps is near 2^63; the fix-up climbs the rest.
+  const double top = std::min(static_cast<double>(steps), 0x1p62);
   // The exact count from a guess, with the gains next to it.
   const auto settle = [&](int64_t q, int64_t guess) {
     const double w = weights[q];
@@ -85,7 +85,7 @@ Sum SharedModel<Units>::count_all_into(double lambda, int64_t min_rollouts, int6
     const double w = weights[q];
     // No branches on the guess: its sign and size vary from prompt to prompt.
     const int64_t guess = static_cast<int64_t>(std::min(roots[q] * scale + beta, top));
-    const int64_t count = guess < 0 ? 0 : guess;
+    const int64_t count = std::clamp<int64_t>(guess, 0, steps);  // top may round above steps
     const double first_left = w * units(count), last_taken = w * units(count - 1);
     if (((first_left > lambda) & (count < steps)) | (!(last_taken > lambda) & (count > 0))) {
       total += settle(q, count);
@@ -118,9 +118,6 @@ FirstProbe SharedModel<Units>::first_probe(int64_t units) const {
     const double total = sum.total;
     slope = alpha * sum.unclamped_roots;
     const double miss = total - target;
-#ifdef VIPFAST_DEBUG_SEARCH
-    fprintf(stderr, "newton %d miss %g\n", iteration, miss);
-#endif
     if (std::abs(miss) <= tolerance) break;
     (miss > 0 ? s_hi : s_lo) = s;
     double next = slope > 0 ? s - miss / slope : kNaN;
@@ -146,7 +143,7 @@ double SharedModel<Units>::guess_bias(double lambda, double s, double offset, do
   int64_t sampled = 0;
   for (int64_t q = 0; q < num_prompts_; q += kStride, ++sampled) {
     const double w = weights_[q], smooth = roots_[q] * guess_.alpha * s + offset;
-    const int64_t hint = static_cast<int64_t>(std::clamp(smooth + 0.5, 0.0, static_cast<double>(steps_)));
+    const int64_t hint = std::min(static_cast<int64_t>(std::clamp(smooth + 0.5, 0.0, std::min(top, 0x1p62))), steps_);
     const int64_t exact = count_from([&](int64_t k) { return w * units_(k); }, lambda, hint, steps_);
     difference += static_cast<double>(exact) - std::clamp(smooth, 0.0, top);
   }

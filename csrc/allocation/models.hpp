@@ -49,11 +49,11 @@ class EstimatorUnits {
         estimator_(estimator),
         min_(min_rollouts) {}
   double operator()(int64_t k) const {
-    return k < tabulated_ ? table_[k] : estimator_unit_gain(estimator_, static_cast<double>(min_ + k));
+    return tabulated_ > 0 && k < tabulated_ ? table_[k] : estimator_unit_gain(estimator_, static_cast<double>(min_ + k));
   }
 
  private:
-  const double* table_;  // u(L + k) at [k]
+  const double* table_;  // u(L + k) at [k], for -1 <= k < tabulated_ (n = L - 1 >= 1 is still in the table)
   int64_t tabulated_;
   Estimator estimator_;
   int64_t min_;

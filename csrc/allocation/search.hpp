@@ -14,8 +14,6 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
-#include <cstdio>
-#include <ctime>
 #include <limits>
 #include <stdexcept>
 #include <vector>
@@ -38,41 +36,16 @@ class ThresholdSearch {
   }
 
   void run() {
-#ifdef VIPFAST_DEBUG_SEARCH
-    timespec t0; clock_gettime(CLOCK_THREAD_CPUTIME_ID, &t0);
-#endif
     const FirstProbe first = model_.first_probe(units_);
-#ifdef VIPFAST_DEBUG_SEARCH
-    timespec t1; clock_gettime(CLOCK_THREAD_CPUTIME_ID, &t1);
-    fprintf(stderr, "T first_probe %.1f us\n", (t1.tv_nsec - t0.tv_nsec) * 1e-3);
-#endif
     run_from(std::isnan(first.lambda) ? 0.0 : first.lambda, first.slope_per_key);
   }
 
   // Counts every prompt at `lambda` (the one pass over all the input), then searches from there.
   void run_from(double lambda, double slope_per_key = NAN) {
-#ifdef VIPFAST_DEBUG_SEARCH
-    timespec t0, t1, t2, t3, t4; clock_gettime(CLOCK_THREAD_CPUTIME_ID, &t0);
-#endif
     const Point start{lambda, model_.count_all(lambda, min_, counts_, boundary_)};
-#ifdef VIPFAST_DEBUG_SEARCH
-    clock_gettime(CLOCK_THREAD_CPUTIME_ID, &t1);
-    fprintf(stderr, "start lambda=%g S-R=%lld slope=%g\n", lambda, (long long)(start.total - units_), slope_per_key);
-#endif
     if (start.total == units_ || !find_bracket(start, slope_per_key)) return;
-#ifdef VIPFAST_DEBUG_SEARCH
-    clock_gettime(CLOCK_THREAD_CPUTIME_ID, &t2);
-#endif
     if (!narrow_bracket()) return;
-#ifdef VIPFAST_DEBUG_SEARCH
-    clock_gettime(CLOCK_THREAD_CPUTIME_ID, &t3);
-#endif
     place_last_units();
-#ifdef VIPFAST_DEBUG_SEARCH
-    clock_gettime(CLOCK_THREAD_CPUTIME_ID, &t4);
-    fprintf(stderr, "T count_all %.1f bracket %.1f narrow %.1f place %.1f us\n", (t1.tv_nsec - t0.tv_nsec) * 1e-3,
-            (t2.tv_nsec - t1.tv_nsec) * 1e-3, (t3.tv_nsec - t2.tv_nsec) * 1e-3, (t4.tv_nsec - t3.tv_nsec) * 1e-3);
-#endif
   }
 
  private:
@@ -118,9 +91,6 @@ class ThresholdSearch {
       // A prompt moves when the multiplier passes its boundary gain: below it (more units) or up to it.
       for_each_passed(need_more ? boundary_.first_left : boundary_.last_taken, lambda, need_more, move);
       const Point far{lambda, total};
-#ifdef VIPFAST_DEBUG_SEARCH
-      fprintf(stderr, "  outward lambda=%g S-R=%lld moved=%zu\n", lambda, (long long)(total - units_), entries_.size());
-#endif
       if (need_more ? total < units_ : total > units_) {
         const double key_step = static_cast<double>(order_key(far.lambda)) - static_cast<double>(order_key(near.lambda));
         slope_per_key = static_cast<double>(far.total - near.total) / key_step;
@@ -186,9 +156,6 @@ class ThresholdSearch {
          ++probe) {
       if (probe > 400) throw std::runtime_error("allocation: the threshold search did not converge");
       const double lambda = inside(same_side_streak >= 2, last_moved_lo);
-#ifdef VIPFAST_DEBUG_SEARCH
-      fprintf(stderr, "  inside D=%lld entries=%zu\n", (long long)(lo_.total - hi_.total), entries_.size());
-#endif
       Total total = hi_.total;
       for (Entry& e : entries_) {
         e.probe = count_between(e, lambda);
@@ -224,7 +191,7 @@ class ThresholdSearch {
   // Every candidate gain lies in (lo, hi]; here that interval holds one value.
   bool one_gain_value() const {
     if (Model::kNonNegative && hi_.lambda == 0) return true;  // gains >= 0 in (lo, 0]: all zero
-    return order_key(hi_.lambda) - order_key(lo_.lambda) <= 1;
+    return static_cast<uint64_t>(order_key(hi_.lambda)) - static_cast<uint64_t>(order_key(lo_.lambda)) <= 1;
   }
 
   // A probe strictly inside the bracket: a secant step on the doubles' order aimed past R, away
@@ -247,9 +214,6 @@ class ThresholdSearch {
 
   // Step 4.
   void place_last_units() {
-#ifdef VIPFAST_DEBUG_SEARCH
-    fprintf(stderr, "  place D=%lld entries=%zu one=%d\n", (long long)(lo_.total - hi_.total), entries_.size(), (int)one_gain_value());
-#endif
     const Total take = units_ - hi_.total;
     if (one_gain_value())
       fill_level_by_level(take);
