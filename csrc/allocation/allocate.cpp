@@ -21,7 +21,8 @@ struct WeightSummary {
 
 // One pass: the square roots the shared model's guesses use. sqrt turns a negative or NaN weight
 // into NaN and +inf stays inf, so a finite sum of roots proves every weight finite and >= 0.
-WeightSummary scan_weights(const double* weights, int64_t num_prompts, double* roots) {
+__attribute__((target_clones("avx2", "default"))) WeightSummary scan_weights(const double* weights, int64_t num_prompts,
+                                                                            double* roots) {
   double root_sum = 0;
 #pragma omp simd reduction(+ : root_sum)
   for (int64_t q = 0; q < num_prompts; ++q) {
@@ -54,39 +55,67 @@ void fill_trivial(const Spread& spread, int64_t min_rollouts, int64_t* counts) {
   std::fill(counts, counts + spread.num_prompts, min_rollouts + (spread.spare == 0 ? 0 : spread.steps));
 }
 
-// Least-squares slope of k against t_k = u_k^(-1/2), the value of sqrt(w / lambda) from which
-// unit k is taken; 0 when there is no line to fit.
-double fitted_slope(const double* unit_gains, int64_t positive_steps) {
-  if (positive_steps < 2) return 0.0;
-  double mean_t = 0, mean_k = 0;
-  for (int64_t k = 0; k < positive_steps; ++k) {
-    mean_t += 1.0 / std::sqrt(unit_gains[k]);
-    mean_k += static_cast<double>(k);
+// Solves the 3x3 system a x = b by Gaussian elimination with partial pivoting; false if singular.
+bool solve3(double a[3][3], double b[3], double x[3]) {
+  for (int col = 0; col < 3; ++col) {
+    int pivot = col;
+    for (int row = col + 1; row < 3; ++row)
+      if (std::abs(a[row][col]) > std::abs(a[pivot][col])) pivot = row;
+    if (!(std::abs(a[pivot][col]) > 0)) return false;
+    std::swap(a[col], a[pivot]);
+    std::swap(b[col], b[pivot]);
+    for (int row = col + 1; row < 3; ++row) {
+      const double factor = a[row][col] / a[col][col];
+      for (int k = col; k < 3; ++k) a[row][k] -= factor * a[col][k];
+      b[row] -= factor * b[col];
+    }
   }
-  mean_t /= static_cast<double>(positive_steps);
-  mean_k /= static_cast<double>(positive_steps);
-  double covariance = 0, variance = 0;
-  for (int64_t k = 0; k < positive_steps; ++k) {
-    const double dt = 1.0 / std::sqrt(unit_gains[k]) - mean_t;
-    covariance += dt * (static_cast<double>(k) - mean_k);
-    variance += dt * dt;
+  for (int row = 2; row >= 0; --row) {
+    double sum = b[row];
+    for (int k = row + 1; k < 3; ++k) sum -= a[row][k] * x[k];
+    x[row] = sum / a[row][row];
   }
-  const double alpha = covariance / variance;
-  return alpha > 0 && std::isfinite(alpha) ? alpha : 0.0;
+  return std::isfinite(x[0]) && std::isfinite(x[1]) && std::isfinite(x[2]);
 }
 
-// The guess line through the point where the mean count's unit starts to be taken: there,
-// floor(alpha * t_k + beta) = k + 1.
+// The count guess: unit k is taken once x = sqrt(w / lambda) passes t_k = u_k^(-1/2), so prompt q
+// takes floor(alpha x + beta + gamma / (x + 1)) units when k + 1 = alpha t_k + beta + gamma / (t_k + 1)
+// holds at every level. That is fitted by least squares on the levels up to a few times the mean
+// count (at most 4096): for phi ~ 1/n the t_k lie nearly on a line and the last term takes up its
+// bend at small n. The estimators' lines have slope exactly 1 (`unit_slope`), which keeps guesses
+// exact at counts far past the fitted levels. alpha = 0 means no guess (fewer than three positive
+// gains, or a curve this form does not fit).
 template <class Units>
-CountGuess guess_through_mean(const Units& units, double alpha, const Spread& spread, int64_t positive_steps) {
-  const int64_t mean = std::clamp<int64_t>(spread.spare / std::max<int64_t>(spread.num_prompts, 1), 0, positive_steps - 1);
-  const double beta = static_cast<double>(mean) + 1.0 - alpha / std::sqrt(units(mean));
-  return {alpha, beta, positive_steps};
+CountGuess fit_guess(const Units& units, int64_t positive_steps, int64_t mean, bool unit_slope) {
+  const int64_t levels = std::min({positive_steps, std::max<int64_t>(16, 4 * mean + 16), int64_t{4096}});
+  if (levels < 3) return {0, 0, 0, positive_steps, mean};
+  double normal[3][3] = {{0, 0, 0}, {0, 0, 0}, {0, 0, 0}}, right[3] = {0, 0, 0};
+  for (int64_t k = 0; k < levels; ++k) {
+    const double t = 1.0 / std::sqrt(units(k)), basis[3] = {t, 1.0, 1.0 / (t + 1.0)};
+    const double target = static_cast<double>(k + 1) - (unit_slope ? t : 0.0);
+    for (int i = 0; i < 3; ++i) {
+      for (int j = 0; j < 3; ++j) normal[i][j] += basis[i] * basis[j];
+      right[i] += basis[i] * target;
+    }
+  }
+  double fit[3] = {1.0, 0.0, 0.0};
+  if (unit_slope) {  // only beta and gamma are free: the lower-right 2x2 system
+    double reduced[3][3] = {{1, 0, 0}, {0, normal[1][1], normal[1][2]}, {0, normal[2][1], normal[2][2]}};
+    double reduced_right[3] = {0, right[1], right[2]};
+    if (!solve3(reduced, reduced_right, fit)) return {0, 0, 0, positive_steps, mean};
+    fit[0] = 1.0;
+  } else if (!solve3(normal, right, fit) || !(fit[0] > 0)) {
+    return {0, 0, 0, positive_steps, mean};
+  }
+  if (std::abs(fit[2]) > 0x1p60) return {0, 0, 0, positive_steps, mean};
+  // A bend worth less than a hundredth of a unit is not worth computing for every prompt.
+  const double bend = std::abs(fit[2]) / (1.0 / std::sqrt(units(0)) + 1.0) < 0.01 ? 0.0 : fit[2];
+  return {fit[0], fit[1], bend, positive_steps, mean};
 }
 
 template <class Units>
-void solve_shared(const double* weights, const Spread& spread, int64_t min_rollouts, Units units, double alpha,
-                  int64_t positive_steps, int64_t* counts) {
+void solve_shared(const double* weights, const Spread& spread, int64_t min_rollouts, Units units,
+                  int64_t positive_steps, bool unit_slope, int64_t* counts) {
   const int64_t Q = spread.num_prompts;
   Workspace& workspace = thread_workspace();
   workspace.roots.resize(static_cast<size_t>(Q));
@@ -101,7 +130,7 @@ void solve_shared(const double* weights, const Spread& spread, int64_t min_rollo
     weights = workspace.scaled_weights.data();
     summary = scan_weights(weights, Q, roots);
   }
-  const CountGuess guess = alpha > 0 ? guess_through_mean(units, alpha, spread, positive_steps) : CountGuess{0, 0, 0};
+  const CountGuess guess = fit_guess(units, positive_steps, spread.spare / std::max<int64_t>(Q, 1), unit_slope);
   SharedModel<Units> model(weights, roots, summary.root_sum, Q, units, spread.steps, guess);
   ThresholdSearch<SharedModel<Units>>(model, min_rollouts, spread.spare, counts, workspace).run();
 }
@@ -111,12 +140,11 @@ void allocate_estimator(const CostModel& model, const Bounds& b, int64_t spare, 
   const int64_t L = b.min_rollouts;
   // No prompt can take more than every spare unit, which bounds an unbounded range.
   const Spread spread{spare, std::min(b.max_rollouts - L, spare), b.num_prompts};
-  // Unit k is taken while sqrt(w / lambda) exceeds about n - 1/2 (rloo) or n + 3/2 (drgrpo), n = L + k: slope 1.
   if (L + spread.steps < kTabulatedRollouts) {
-    const TabulatedUnits units(estimator_unit_gain_table(model.estimator) + L);
-    solve_shared(model.weights, spread, L, units, 1.0, spread.steps, counts);
+    const TabulatedUnits units(estimator_unit_gain_table(model.estimator) + L, spread.steps);
+    solve_shared(model.weights, spread, L, units, spread.steps, /*unit_slope=*/true, counts);
   } else {
-    solve_shared(model.weights, spread, L, EstimatorUnits(model.estimator, L), 1.0, spread.steps, counts);
+    solve_shared(model.weights, spread, L, EstimatorUnits(model.estimator, L), spread.steps, /*unit_slope=*/true, counts);
   }
 }
 
@@ -130,8 +158,8 @@ void allocate_curve(const CostModel& model, const Bounds& b, int64_t spare, int6
   row_gains(model.curve, spread.steps + 1, L, /*non_increasing=*/true, /*prompt=*/-1, unit_gains);
   const int64_t positive_steps = std::partition_point(unit_gains, unit_gains + spread.steps,
                                                       [](double u) { return u > 0; }) - unit_gains;
-  solve_shared(model.weights, spread, L, TabulatedUnits(unit_gains), fitted_slope(unit_gains, positive_steps),
-               positive_steps, counts);
+  solve_shared(model.weights, spread, L, TabulatedUnits(unit_gains, spread.steps), positive_steps, /*unit_slope=*/false,
+               counts);
 }
 
 void allocate_table(const CostModel& model, const Bounds& b, int64_t spare, int64_t* counts) {

@@ -72,17 +72,22 @@ const double* estimator_unit_gain_table(Estimator estimator);
 struct GuessedCounts {
   const double* weights;     // (Q)
   const double* roots;       // (Q) sqrt(weights)
-  const double* unit_gains;  // readable at [-1, steps]
-  int64_t num_prompts, steps, min_rollouts;  // steps < 2^31
-  double lambda, scale, beta;                // guess = floor(scale * root + beta), clamped
+  const double* unit_gains;  // readable at [-1, cap]
+  int64_t num_prompts, steps, min_rollouts;
+  int64_t cap;                               // guesses are capped here (<= steps, < 2^31)
+  double lambda, inverse_root;               // x = root * inverse_root = sqrt(w / lambda)
+  double alpha, beta, gamma;                 // guess = floor(alpha x + beta + gamma / (x + 1)), clamped
   int64_t* counts;                           // (Q) out: min_rollouts + guess
   double* first_left;                        // (Q) out: the gains next to the guess
   double* last_taken;                        // (Q)
+  double* most_left;                         // (Q / 16) out: their extremes per block of 16
+  double* least_taken;                       // (Q / 16)
 };
 
 bool guessed_counts_available();
-// For the prompts in whole blocks of four: writes each guess and the gains on either side of it,
-// lists in `off` the prompts whose guess is not their count, and returns the sum of the guesses.
+// For the prompts in whole blocks of 16: writes each guess and the gains on either side of it (and
+// their extremes per block), lists in `off` the prompts whose guess is not their count, and returns
+// the sum of the guesses.
 int64_t guessed_counts(const GuessedCounts& in, std::vector<int64_t>& off);
 
 // ---------------------------------------------------------------------------------------
@@ -109,7 +114,8 @@ struct Workspace {
   std::vector<double> projected;       // rows of a table whose rounding was projected away
   std::vector<int64_t> projected_row;  // (Q) row of `projected` for each prompt, or -1
   std::vector<double> samples;
-  std::vector<double> first_left, last_taken;  // (Q) see Boundary
+  std::vector<double> first_left, last_taken;   // (Q) see Boundary
+  std::vector<double> most_left, least_taken;   // (Q / 16 + 1)
   std::vector<double> window;                   // (Q, 8) a table's gains around each count
   std::vector<int64_t> window_start;            // (Q)
   std::vector<Entry> entries;

@@ -3,7 +3,6 @@
 #include <algorithm>
 #include <cmath>
 #include <limits>
-#include <type_traits>
 
 #include "counting.hpp"
 
@@ -19,7 +18,8 @@ struct GuessSum {
   double total, unclamped_roots;
 };
 
-GuessSum guess_sum(const double* roots, int64_t num_prompts, double rate, double offset, double top) {
+__attribute__((target_clones("avx2", "default"))) GuessSum guess_sum(const double* roots, int64_t num_prompts, double rate,
+                                                                     double offset, double top) {
   double total = 0, unclamped = 0;
 #pragma omp simd reduction(+ : total, unclamped)
   for (int64_t q = 0; q < num_prompts; ++q) {
@@ -50,9 +50,10 @@ Sum SharedModel<Units>::count_all_into(double lambda, int64_t min_rollouts, int6
   const int64_t Q = num_prompts_, steps = steps_;
   // A multiplier outside (0, inf) (zero weights, all units) leaves the guess meaningless but finite.
   const bool usable = lambda > 0 && lambda < kInf;
-  const double scale = usable ? guess_.alpha / std::sqrt(lambda) : 0.0;
-  // Bounded below so the guess converts to int64 without a floating-point clamp per prompt.
-  const double beta = usable ? std::max(guess_.beta, -0x1p62) : 0.0;
+  const double inverse_root = usable ? 1.0 / std::sqrt(lambda) : 0.0, alpha = usable ? guess_.alpha : 0.0;
+  // Bounded below so the guess converts to int64 without a floating-point clamp per prompt
+  // (|gamma| <= 2^60 and x >= 0 keep every guess above -2^63).
+  const double beta = usable ? std::max(guess_.beta, -0x1p62) : 0.0, gamma = usable ? guess_.gamma : 0.0;
   // Capped so the conversion stays in range when steps is near 2^63; the fix-up climbs the rest.
   const double top = std::min(static_cast<double>(steps), 0x1p62);
   // The exact count from a guess, with the gains next to it.
@@ -60,40 +61,44 @@ Sum SharedModel<Units>::count_all_into(double lambda, int64_t min_rollouts, int6
     const double w = weights[q];
     const int64_t count = count_from([&](int64_t k) { return w * units(k); }, lambda, guess, steps);
     counts[q] = min_rollouts + count;
-    // Values past either end are never read (see Boundary).
-    boundary.first_left[q] = w * units(count);
-    boundary.last_taken[q] = w * units(count - 1);
+    boundary.set(q, w * units(count), w * units(count - 1));  // past either end: never read (see Boundary)
     return count;
+  };
+  boundary.clear_blocks(Q);
+  // The guess, clamped to the range (top may round above steps).
+  const auto guess_of = [&](int64_t q) {
+    const double x = roots[q] * inverse_root;
+    return std::clamp<int64_t>(static_cast<int64_t>(std::min(alpha * x + beta + gamma / (x + 1.0), top)), 0, steps);
   };
   Sum total = 0;
   int64_t first = 0;  // prompts before it are counted already
-  if constexpr (std::is_same_v<Units, TabulatedUnits>) {
-    if (usable && steps < (int64_t{1} << 31) && guessed_counts_available()) {
-      std::vector<int64_t>& off = thread_workspace().off;
-      off.clear();
-      total = guessed_counts({weights, roots, units.data(), Q, steps, min_rollouts, lambda, scale, beta, counts,
-                              boundary.first_left, boundary.last_taken},
-                             off);
-      for (int64_t q : off) {
-        const int64_t guess = counts[q] - min_rollouts;
-        total += settle(q, guess) - guess;
-      }
-      first = Q / 4 * 4;
+  // The vectorised pass reads the unit gains from their table; counts beyond it are fixed up here,
+  // so it is worth running only when most counts fit in the table.
+  const int64_t cap = std::min({units.readable(), steps, int64_t{INT32_MAX} - 1});
+  const bool most_fit = cap == steps || guess_.mean_count < cap / 2;
+  if (usable && cap >= 0 && most_fit && guessed_counts_available()) {
+    std::vector<int64_t>& off = thread_workspace().off;
+    off.clear();
+    total = guessed_counts({weights, roots, units.data(), Q, steps, min_rollouts, cap, lambda, inverse_root, alpha, beta,
+                            gamma, counts,
+                            boundary.first_left, boundary.last_taken, boundary.most_left, boundary.least_taken},
+                           off);
+    for (int64_t q : off) {
+      const int64_t capped = counts[q] - min_rollouts;
+      total += settle(q, guess_of(q)) - capped;  // from the uncapped guess
     }
+    first = Q / Boundary::kBlock * Boundary::kBlock;
   }
   for (int64_t q = first; q < Q; ++q) {
     const double w = weights[q];
-    // No branches on the guess: its sign and size vary from prompt to prompt.
-    const int64_t guess = static_cast<int64_t>(std::min(roots[q] * scale + beta, top));
-    const int64_t count = std::clamp<int64_t>(guess, 0, steps);  // top may round above steps
+    const int64_t count = guess_of(q);  // no branches: the guesses' signs and sizes vary
     const double first_left = w * units(count), last_taken = w * units(count - 1);
     if (((first_left > lambda) & (count < steps)) | (!(last_taken > lambda) & (count > 0))) {
       total += settle(q, count);
       continue;
     }
     counts[q] = min_rollouts + count;
-    boundary.first_left[q] = first_left;
-    boundary.last_taken[q] = last_taken;
+    boundary.set(q, first_left, last_taken);
     total += count;
   }
   return total;
@@ -108,7 +113,9 @@ FirstProbe SharedModel<Units>::first_probe(int64_t units) const {
   if (!(root_sum_ > 0)) return {0.0, kNaN};  // every weight zero: every gain is
   if (!(alpha > 0)) return sampled_probe(*this, units, thread_workspace().samples);
   const double target = static_cast<double>(units), top = static_cast<double>(guess_.positive_steps);
-  const double offset = guess_.beta - 0.5;  // a floor loses half a unit on average
+  // The guesses' last term taken at the mean level's threshold; a floor loses half a unit on average.
+  const int64_t level = std::clamp<int64_t>(guess_.mean_count, 0, guess_.positive_steps - 1);
+  const double offset = guess_.beta + guess_.gamma / (1.0 / std::sqrt(units_(level)) + 1.0) - 0.5;
   const double Q = static_cast<double>(num_prompts_);
   const double tolerance = 0.5 + 0.05 * std::sqrt(Q) + 1e-12 * target;
   double s = std::max(target - Q * offset, 1.0) / (alpha * root_sum_);
@@ -175,6 +182,7 @@ Total TableModel::count_all(double lambda, int64_t min_rollouts, int64_t* counts
   window.resize(static_cast<size_t>(num_prompts_ * kWindow));
   window_start.resize(static_cast<size_t>(num_prompts_));
   window_ = nullptr;
+  boundary.clear_blocks(num_prompts_);
   Total total = 0;
   for (int64_t q = 0; q < num_prompts_; ++q) {
     const double w = weights_ == nullptr ? 1.0 : weights_[q];
@@ -191,8 +199,7 @@ Total TableModel::count_all(double lambda, int64_t min_rollouts, int64_t* counts
     }
     counts[q] = min_rollouts + count;
     // The window holds count - 1 and count whenever they are steps of the row.
-    boundary.first_left[q] = count < steps_ ? kept_gains[count - start] : -kInf;
-    boundary.last_taken[q] = count > 0 ? kept_gains[count - 1 - start] : kInf;
+    boundary.set(q, count < steps_ ? kept_gains[count - start] : -kInf, count > 0 ? kept_gains[count - 1 - start] : kInf);
     total += count;
   }
   window_ = window.data();

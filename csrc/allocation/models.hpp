@@ -17,9 +17,24 @@ namespace vipfast::allocation {
 // The gains on either side of each prompt's count, written by count_all: the search's next
 // multiplier moves a prompt's count exactly when it passes one of them. At the ends of the range
 // (count = steps, count = 0) the value is arbitrary and the search checks the count instead.
+// Bounds per block of 16 prompts let the search skip the blocks where nothing moves.
 struct Boundary {
-  double* first_left;  // (Q) gain(q, count)
-  double* last_taken;  // (Q) gain(q, count - 1)
+  static constexpr int64_t kBlock = 16;
+  double* first_left;   // (Q) gain(q, count)
+  double* last_taken;   // (Q) gain(q, count - 1)
+  double* most_left;    // (Q / 16 + 1) at least every first_left of the block
+  double* least_taken;  // (Q / 16 + 1) at most every last_taken of the block
+
+  void clear_blocks(int64_t num_prompts) const {
+    std::fill(most_left, most_left + num_prompts / kBlock + 1, -std::numeric_limits<double>::infinity());
+    std::fill(least_taken, least_taken + num_prompts / kBlock + 1, std::numeric_limits<double>::infinity());
+  }
+  void set(int64_t q, double left, double taken) const {
+    first_left[q] = left;
+    last_taken[q] = taken;
+    most_left[q / kBlock] = std::max(most_left[q / kBlock], left);
+    least_taken[q / kBlock] = std::min(least_taken[q / kBlock], taken);
+  }
 };
 
 // The search's first multiplier, and how fast the count falls with it (NaN when unknown).
@@ -32,12 +47,14 @@ struct FirstProbe {
 // neighbours of any count can be read without clamping).
 class TabulatedUnits {
  public:
-  explicit TabulatedUnits(const double* table) : table_(table) {}
+  explicit TabulatedUnits(const double* table, int64_t steps) : table_(table), steps_(steps) {}
   double operator()(int64_t k) const { return table_[k]; }
   const double* data() const { return table_; }
+  int64_t readable() const { return steps_; }  // the table holds k in [-1, readable()]
 
  private:
   const double* table_;
+  int64_t steps_;
 };
 
 // An estimator's unit gains for ranges too long to tabulate: the table, then the formula.
@@ -51,6 +68,8 @@ class EstimatorUnits {
   double operator()(int64_t k) const {
     return tabulated_ > 0 && k < tabulated_ ? table_[k] : estimator_unit_gain(estimator_, static_cast<double>(min_ + k));
   }
+  const double* data() const { return table_; }
+  int64_t readable() const { return tabulated_ - 1; }  // table_ holds k in [-1, readable()]; -1: none
 
  private:
   const double* table_;  // u(L + k) at [k], for -1 <= k < tabulated_ (n = L - 1 >= 1 is still in the table)
@@ -59,11 +78,12 @@ class EstimatorUnits {
   int64_t min_;
 };
 
-// How prompt q's count is guessed: about alpha * sqrt(w_q / lambda) + beta units at multiplier
-// lambda (floor), exact up to rounding for curves like 1/n.
+// How prompt q's count is guessed: floor(alpha x + beta + gamma / (x + 1)) units at multiplier
+// lambda, x = sqrt(w_q / lambda); alpha = 0 when there is no guess.
 struct CountGuess {
-  double alpha, beta;
+  double alpha, beta, gamma;
   int64_t positive_steps;  // unit gains are > 0 exactly for k < positive_steps
+  int64_t mean_count;      // spare units per prompt
 };
 
 // cost_q(n) = w_q * phi(n) with phi shared (an estimator's curve or a user's). The guess, fixed

@@ -29,10 +29,13 @@ class ThresholdSearch {
   ThresholdSearch(Model& model, int64_t min_rollouts, int64_t units, int64_t* counts, Workspace& workspace)
       : model_(model), min_(min_rollouts), units_(units), counts_(counts), steps_(model.steps()),
         entries_(workspace.entries), candidates_(workspace.candidates) {
-    const auto Q = static_cast<size_t>(model.num_prompts());
+    const auto Q = static_cast<size_t>(model.num_prompts()), blocks = Q / Boundary::kBlock + 1;
     workspace.first_left.resize(Q);
     workspace.last_taken.resize(Q);
-    boundary_ = {workspace.first_left.data(), workspace.last_taken.data()};
+    workspace.most_left.resize(blocks);
+    workspace.least_taken.resize(blocks);
+    boundary_ = {workspace.first_left.data(), workspace.last_taken.data(), workspace.most_left.data(),
+                 workspace.least_taken.data()};
   }
 
   void run() {
@@ -63,8 +66,7 @@ class ThresholdSearch {
   int64_t current(int64_t q) const { return counts_[q] - min_; }
   void move_to(int64_t q, int64_t count) {
     counts_[q] = min_ + count;
-    boundary_.first_left[q] = count < steps_ ? model_.gain(q, count) : -INFINITY;
-    boundary_.last_taken[q] = count > 0 ? model_.gain(q, count - 1) : INFINITY;
+    boundary_.set(q, count < steps_ ? model_.gain(q, count) : -INFINITY, count > 0 ? model_.gain(q, count - 1) : INFINITY);
   }
 
   // Step 2. Returns false when a step lands exactly on R (the counts are then final).
@@ -89,7 +91,7 @@ class ThresholdSearch {
         entries_.push_back(need_more ? Entry{q, was, now, now} : Entry{q, now, was, now});
       };
       // A prompt moves when the multiplier passes its boundary gain: below it (more units) or up to it.
-      for_each_passed(need_more ? boundary_.first_left : boundary_.last_taken, lambda, need_more, move);
+      for_each_passed(lambda, need_more, move);
       const Point far{lambda, total};
       if (need_more ? total < units_ : total > units_) {
         const double key_step = static_cast<double>(order_key(far.lambda)) - static_cast<double>(order_key(near.lambda));
@@ -109,24 +111,16 @@ class ThresholdSearch {
     }
   }
 
-  // Calls visit(q) for every prompt whose boundary gain the multiplier passes: gain > lambda
-  // (`above`) or gain <= lambda. Few prompts move, so most blocks cost one vectorised max or min.
+  // Calls visit(q) for every prompt whose boundary gain the multiplier passes: first_left > lambda
+  // (`above`) or last_taken <= lambda. Few prompts move; the blocks' bounds skip the others.
   template <class Visit>
-  void for_each_passed(const double* gains, double lambda, bool above, Visit visit) const {
-    const int64_t Q = model_.num_prompts();
-    constexpr int64_t kBlock = 16;
-    for (int64_t block = 0; block < Q; block += kBlock) {
-      const int64_t end = std::min(block + kBlock, Q);
-      double extreme = above ? -INFINITY : INFINITY;
-      if (above) {
-#pragma omp simd reduction(max : extreme)
-        for (int64_t q = block; q < end; ++q) extreme = gains[q] > extreme ? gains[q] : extreme;
-      } else {
-#pragma omp simd reduction(min : extreme)
-        for (int64_t q = block; q < end; ++q) extreme = gains[q] < extreme ? gains[q] : extreme;
-      }
-      if ((extreme > lambda) != above) continue;
-      for (int64_t q = block; q < end; ++q)
+  void for_each_passed(double lambda, bool above, Visit visit) const {
+    const int64_t Q = model_.num_prompts(), block = Boundary::kBlock;
+    const double* gains = above ? boundary_.first_left : boundary_.last_taken;
+    const double* bounds = above ? boundary_.most_left : boundary_.least_taken;
+    for (int64_t start = 0; start < Q; start += block) {
+      if ((bounds[start / block] > lambda) != above) continue;
+      for (int64_t q = start, end = std::min(start + block, Q); q < end; ++q)
         if ((gains[q] > lambda) == above) visit(q);
     }
   }

@@ -168,6 +168,8 @@ void trim_workspace(Workspace& workspace) {
   trim(workspace.samples);
   trim(workspace.first_left);
   trim(workspace.last_taken);
+  trim(workspace.most_left);
+  trim(workspace.least_taken);
   trim(workspace.window);
   trim(workspace.window_start);
   trim(workspace.entries);
