@@ -60,13 +60,16 @@ __attribute__((target("avx2"))) int64_t count_blocks(const GuessedCounts& in, st
     const __m256d too_many = _mm256_and_pd(_mm256_cmp_pd(last_taken, lambda, _CMP_NGT_UQ), above_zero);
     const __m256i wide = _mm256_cvtepi32_epi64(count);
     _mm256_storeu_si256(reinterpret_cast<__m256i*>(in.counts + q), _mm256_add_epi64(wide, min_rollouts));
-    _mm256_storeu_pd(in.first_left + q, first_left);
-    _mm256_storeu_pd(in.last_taken + q, last_taken);
+    // At either end of the range no unit is there: -inf and +inf, which no multiplier passes.
+    const __m256d left = _mm256_blendv_pd(_mm256_set1_pd(-INFINITY), first_left, below_top);
+    const __m256d taken = _mm256_blendv_pd(_mm256_set1_pd(INFINITY), last_taken, above_zero);
+    _mm256_storeu_pd(in.first_left + q, left);
+    _mm256_storeu_pd(in.last_taken + q, taken);
     total = _mm256_add_epi64(total, wide);
     for (int lanes = _mm256_movemask_pd(_mm256_or_pd(too_few, too_many)); lanes != 0; lanes &= lanes - 1)
       off.push_back(q + __builtin_ctz(static_cast<unsigned>(lanes)));
-    most_left = _mm256_max_pd(most_left, first_left);
-    least_taken = _mm256_min_pd(least_taken, last_taken);
+    most_left = _mm256_max_pd(most_left, left);
+    least_taken = _mm256_min_pd(least_taken, taken);
     if ((q + 4) % 16 == 0) {  // the block's extremes, then start the next block
       alignas(32) double left[4], taken[4];
       _mm256_store_pd(left, most_left);

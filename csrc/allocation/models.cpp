@@ -61,7 +61,7 @@ Sum SharedModel<Units>::count_all_into(double lambda, int64_t min_rollouts, int6
     const double w = weights[q];
     const int64_t count = count_from([&](int64_t k) { return w * units(k); }, lambda, guess, steps);
     counts[q] = min_rollouts + count;
-    boundary.set(q, w * units(count), w * units(count - 1));  // past either end: never read (see Boundary)
+    boundary.set(q, count < steps ? w * units(count) : -kInf, count > 0 ? w * units(count - 1) : kInf);
     return count;
   };
   boundary.clear_blocks(Q);
@@ -98,7 +98,7 @@ Sum SharedModel<Units>::count_all_into(double lambda, int64_t min_rollouts, int6
       continue;
     }
     counts[q] = min_rollouts + count;
-    boundary.set(q, first_left, last_taken);
+    boundary.set(q, count < steps ? first_left : -kInf, count > 0 ? last_taken : kInf);
     total += count;
   }
   return total;

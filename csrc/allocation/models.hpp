@@ -15,13 +15,12 @@
 namespace vipfast::allocation {
 
 // The gains on either side of each prompt's count, written by count_all: the search's next
-// multiplier moves a prompt's count exactly when it passes one of them. At the ends of the range
-// (count = steps, count = 0) the value is arbitrary and the search checks the count instead.
-// Bounds per block of 16 prompts let the search skip the blocks where nothing moves.
+// multiplier moves a prompt's count exactly when it passes one of them. Bounds per block of 16
+// prompts let the search skip the blocks where nothing moves.
 struct Boundary {
   static constexpr int64_t kBlock = 16;
-  double* first_left;   // (Q) gain(q, count)
-  double* last_taken;   // (Q) gain(q, count - 1)
+  double* first_left;   // (Q) gain(q, count), -inf when count = steps
+  double* last_taken;   // (Q) gain(q, count - 1), +inf when count = 0
   double* most_left;    // (Q / 16 + 1) at least every first_left of the block
   double* least_taken;  // (Q / 16 + 1) at most every last_taken of the block
 

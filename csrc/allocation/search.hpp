@@ -79,7 +79,6 @@ class ThresholdSearch {
       entries_.clear();
       const auto move = [&](int64_t q) {
         const int64_t was = current(q);
-        if (was == (need_more ? steps_ : 0)) return;  // its boundary value is not a gain
         // Most prompts move by one unit: check that before searching further.
         int64_t now;
         if (need_more)
