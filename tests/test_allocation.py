@@ -11,11 +11,13 @@ from allocation_reference import (
     cost_table,
     dynamic_programming_optimum,
     estimator_curve,
+    exchange_gap,
     heap_greedy,
     objective,
 )
+from vipfast.allocation import ESTIMATORS, estimator_min_rollouts
 
-ESTIMATOR_MIN = {"rloo": 2, "drgrpo": 3, "grpo": 3}
+ESTIMATOR_MIN = {name: estimator_min_rollouts(name) for name in ESTIMATORS}
 
 
 def random_weights(rng, q: int, kind: str) -> np.ndarray:
@@ -184,14 +186,87 @@ def test_all_zero_weights_without_an_upper_bound_are_still_spread():
     np.testing.assert_array_equal(counts, [5, 4, 4, 4])
 
 
-def test_large_instance_matches_heap_greedy_objective(rng):
-    q, lo, hi = 2000, 4, 64
+@pytest.mark.parametrize("form", [*ESTIMATOR_MIN, "shared-curve", "per-prompt", "knapsack"])
+def test_large_instances_match_heap_greedy_objective(rng, form):
+    """Thousands of prompts: the search's bracket and leftover selection run on many prompts at once."""
+    q, lo, hi = int(rng.integers(1500, 3000)), 4, 64
     weights = random_weights(rng, q, "plain")
-    budget = 16 * q
-    counts = vipfast.allocate(weights, budget, min_rollouts=lo, max_rollouts=hi)
-    costs = cost_table(weights, estimator_curve("rloo", lo, hi))
-    reference = heap_greedy(costs, budget, lo)
-    assert objective(costs, counts, lo) <= objective(costs, reference, lo) * (1 + 1e-12), rng.seed_for_message
+    budget = int(rng.integers(6, 30)) * q
+    if form in ESTIMATOR_MIN:
+        kwargs, costs = dict(estimator=form, max_rollouts=hi), cost_table(weights, estimator_curve(form, lo, hi))
+    elif form == "shared-curve":
+        curve = random_convex_curve(rng, hi - lo + 1)
+        kwargs, costs = dict(curve=curve), cost_table(weights, curve)
+    else:
+        weights = None
+        table = random_convex_table(rng, q, hi - lo + 1) if form == "per-prompt" else vipfast.knapsack_costs(
+            rng.beta(0.5, 0.5, q), lo, hi)
+        kwargs, costs = dict(curve=table), cost_table(None, table)
+    counts = vipfast.allocate(weights, budget, min_rollouts=lo, **kwargs)
+    check_feasible(counts, budget, lo, hi, q)
+    reference = objective(costs, heap_greedy(costs, budget, lo), lo)
+    assert_optimal(objective(costs, counts, lo), reference, f"{rng.seed_for_message} q={q} budget={budget}")
+
+
+@pytest.mark.parametrize("estimator", list(ESTIMATOR_MIN))
+def test_counts_past_the_tabulated_gains_match_dynamic_programming(rng, estimator):
+    """n beyond the solver's table of unit gains (2^14): the gains come from the formula."""
+    for _ in range(5):
+        q = int(rng.integers(2, 30))
+        lo = int(rng.integers(16380, 40000))
+        hi = lo + int(rng.integers(1, 12))
+        weights = random_weights(rng, q, str(rng.choice(["plain", "ties", "extreme"])))
+        budget = random_budget(rng, q, lo, hi, "inside")
+        counts = vipfast.allocate(weights, budget, min_rollouts=lo, max_rollouts=hi, estimator=estimator)
+        check_feasible(counts, budget, lo, hi, q)
+        costs = cost_table(weights, estimator_curve(estimator, lo, hi))
+        best = dynamic_programming_optimum(costs, budget, lo)
+        assert_optimal(objective(costs, counts, lo), best, f"{rng.seed_for_message} q={q} lo={lo} budget={budget}")
+
+
+@pytest.mark.parametrize("estimator", list(ESTIMATOR_MIN))
+def test_unbounded_ranges_are_optimal_in_exact_arithmetic(rng, estimator):
+    """Counts far past the table and up to ~10^13: no unit can move between prompts with profit."""
+    for budget_per_prompt in (10**3, 10**5, 10**8, 10**13):
+        q = int(rng.integers(2, 40))
+        weights = random_weights(rng, q, "plain")
+        lo = ESTIMATOR_MIN[estimator]
+        budget = budget_per_prompt * q
+        counts = vipfast.allocate(weights, budget, min_rollouts=lo, estimator=estimator)
+        assert counts.sum() == budget and counts.min() >= lo
+        gap = exchange_gap(weights, counts, estimator, lo, budget)
+        assert gap <= 1e-12, f"{rng.seed_for_message} budget={budget}: a unit moves with relative profit {gap}"
+
+
+def test_rows_with_rounding_noise_match_dynamic_programming(rng):
+    """Rows whose differences break convexity by a few ulps are projected; the optimum is unchanged."""
+    for _ in range(8):
+        q, lo = int(rng.integers(5, 30)), 2
+        hi = lo + int(rng.integers(3, 16))
+        table = random_convex_table(rng, q, hi - lo + 1) * 1e3 + 1e6  # large values: coarse ulps
+        table += rng.integers(-2, 3, size=table.shape) * np.spacing(table)
+        budget = random_budget(rng, q, lo, hi, "inside")
+        counts = vipfast.allocate(None, budget, min_rollouts=lo, curve=table)
+        check_feasible(counts, budget, lo, hi, q)
+        best = dynamic_programming_optimum(table, budget, lo)
+        assert objective(table, counts, lo) <= best + 1e-9 * abs(best), rng.seed_for_message
+
+
+@pytest.mark.parametrize("scale", [2.0**-1070, 2.0**-900, 2.0**900], ids=["subnormal", "tiny", "huge"])
+@pytest.mark.parametrize("form", ["rloo", "drgrpo", "shared-curve", "per-prompt"])
+def test_the_weights_scale_does_not_change_the_counts(rng, scale, form):
+    """The optimum depends on ratios of weights only, including where products would under/overflow."""
+    q, lo, hi = 200, 3, 40
+    weights = rng.uniform(0.5, 1.0, q)
+    kwargs = {"rloo": dict(max_rollouts=hi), "drgrpo": dict(max_rollouts=hi, estimator="drgrpo"),
+              "shared-curve": dict(curve=random_convex_curve(rng, hi - lo + 1)),
+              "per-prompt": dict(curve=random_convex_table(rng, q, hi - lo + 1))}[form]
+    budget = 12 * q
+    scaled = weights * scale
+    seen = scaled / scale  # what survives in the scaled weights (subnormals keep a few bits), at scale 1
+    expected = vipfast.allocate(seen, budget, min_rollouts=lo, **kwargs)
+    np.testing.assert_array_equal(vipfast.allocate(scaled, budget, min_rollouts=lo, **kwargs), expected,
+                                  err_msg=rng.seed_for_message)
 
 
 def test_unbounded_max_uses_the_budget(rng):

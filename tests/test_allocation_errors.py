@@ -13,6 +13,7 @@ from hypothesis.extra import numpy as hnp
 
 import vipfast
 from vipfast import _core
+from vipfast.allocation import ESTIMATORS, estimator_min_rollouts
 
 
 @pytest.mark.parametrize(
@@ -40,7 +41,7 @@ def test_min_above_max():
         vipfast.allocate([0.1], 9, min_rollouts=9, max_rollouts=8)
 
 
-@pytest.mark.parametrize("estimator, low", [("rloo", 1), ("drgrpo", 2), ("grpo", 2)])
+@pytest.mark.parametrize("estimator, low", [(name, estimator_min_rollouts(name) - 1) for name in ESTIMATORS])
 def test_min_below_estimator_domain(estimator, low):
     with pytest.raises(ValueError, match=f"min_rollouts = {low} is below the domain of estimator '{estimator}'"):
         vipfast.allocate([0.1, 0.2], 2 * low + 2, min_rollouts=low, max_rollouts=10, estimator=estimator)
@@ -94,6 +95,45 @@ def test_table_rows_must_match_weights():
 def test_non_finite_curve():
     with pytest.raises(ValueError, match=r"curve has a non-finite value nan at n = 3"):
         vipfast.allocate([0.1], 3, min_rollouts=2, curve=[1.0, np.nan, 0.2])
+
+
+BAD_CURVES = {
+    "nan": ([np.nan] * 3, r"curve has a non-finite value nan at n = 2"),
+    "inf": ([1.0, np.inf, 0.0], r"curve has a non-finite value inf at n = 3"),
+    "rising": ([1.0, 2.0, 3.0], r"curve must be non-increasing but rises at n = 3"),
+    "concave": ([1.0, 0.9, 0.1], r"curve is not discretely convex at n = 3"),
+}
+
+
+@pytest.mark.parametrize("budget", [4, 5, 6], ids=["all-at-min", "inside", "all-at-max"])
+@pytest.mark.parametrize("kind", list(BAD_CURVES))
+def test_curves_are_checked_whatever_the_budget(kind, budget):
+    """Budgets that fix every count (Q*min, Q*max) still get the curve checked."""
+    curve, message = BAD_CURVES[kind]
+    with pytest.raises(ValueError, match=message):
+        vipfast.allocate([1.0, 1.0], budget, min_rollouts=2, curve=curve)
+    with pytest.raises(ValueError, match=message):
+        vipfast.allocate_relaxed([1.0, 1.0], budget, min_rollouts=2, curve=curve)
+    with pytest.raises(ValueError, match=message):
+        vipfast.allocation_objective([1.0, 1.0], [2, 3], min_rollouts=2, curve=curve)
+
+
+@pytest.mark.parametrize("position", [0, 1, 2], ids=["all-at-min", "inside", "all-at-max"])
+def test_tables_are_checked_whatever_the_budget(position):
+    budget = [2, 5, 8][position]  # two prompts, n in [1, 4]
+    table = np.array([[3.0, 2.0, 1.0, 0.0], [3.0, 2.0, np.nan, 0.0]])
+    with pytest.raises(ValueError, match=r"costs of prompt 1 has a non-finite value nan at n = 3"):
+        vipfast.allocate(None, budget, min_rollouts=1, curve=table)
+    table[1] = [3.0, 2.5, 1.0, 0.5]
+    with pytest.raises(ValueError, match=r"costs of prompt 1 is not discretely convex at n = 2"):
+        vipfast.allocate(None, budget, min_rollouts=1, curve=table)
+
+
+@pytest.mark.parametrize("weights", [[np.nan, 0.1], [0.1, -1.0]], ids=["nan", "negative"])
+def test_weights_are_checked_whatever_the_budget(weights):
+    for budget in (4, 8):
+        with pytest.raises(ValueError, match=r"weights\[\d\]"):
+            vipfast.allocate(weights, budget, min_rollouts=2, max_rollouts=4)
 
 
 @pytest.mark.parametrize(
@@ -168,7 +208,7 @@ def native_calls(draw):
     lo = draw(st.one_of(small_ints, int64s))
     hi = draw(st.one_of(small_ints, int64s, st.just(lo + 3)))
     budget = draw(st.one_of(int64s, st.integers(0, 500)))
-    estimator = draw(st.sampled_from(["rloo", "drgrpo", "grpo", "", "x"]))
+    estimator = draw(st.sampled_from([*ESTIMATORS, "", "x"]))
     return weights, budget, lo, hi, estimator, curve
 
 
@@ -191,7 +231,7 @@ def test_fuzz_native_allocate_never_crashes(call):
     st.integers(0, 50),
     st.integers(1, 6),
     st.integers(0, 40),
-    st.sampled_from(["rloo", "drgrpo", "grpo"]),
+    st.sampled_from(ESTIMATORS),
 )
 def test_fuzz_valid_instances_are_feasible(weights, budget_offset, lo, width, estimator):
     lo = max(lo, 3)

@@ -6,12 +6,12 @@ import operator
 
 import numpy as np
 
-_INT64 = np.iinfo(np.int64)
+_INT64_MIN, _INT64_MAX = -(2**63), 2**63 - 1  # plain ints: np.iinfo's properties build new objects per access
 _UINT64_MAX = 2**64 - 1
 
 
 def as_float64_array(value, name: str, ndim: int | tuple[int, ...]) -> np.ndarray:
-    """C-contiguous float64 view of `value` (no copy when it already is one)."""
+    """C-contiguous, aligned float64 view of `value` (no copy when it already is one)."""
     try:
         array = np.asarray(value)
     except Exception as error:  # ragged nested lists and the like
@@ -22,18 +22,34 @@ def as_float64_array(value, name: str, ndim: int | tuple[int, ...]) -> np.ndarra
     if array.ndim not in ndims:
         expected = " or ".join(f"{n}-D" for n in ndims)
         raise ValueError(f"{name} must be {expected}, got shape {array.shape}")
-    return np.ascontiguousarray(array, dtype=np.float64)
+    return _aligned(np.ascontiguousarray(array, dtype=np.float64))
+
+
+def _aligned(array: np.ndarray) -> np.ndarray:
+    # ascontiguousarray keeps a misaligned buffer (e.g. a view at an odd byte offset) as it is.
+    return array if array.flags.aligned else array.copy()
 
 
 def as_int64_array(value, name: str) -> np.ndarray:
+    """1-D C-contiguous, aligned int64 array; whole floats and unsigned values are converted only
+    when they fit, and an error names the value as given rather than a wrapped one."""
     array = np.asarray(value)
-    if array.dtype.kind == "f" and array.size and not np.all(np.isfinite(array) & (array == np.round(array))):
-        raise ValueError(f"{name} must hold whole numbers, got {array!r}")
     if array.dtype.kind not in "biuf":
         raise TypeError(f"{name} must hold integers, got dtype {array.dtype}")
     if array.ndim != 1:
         raise ValueError(f"{name} must be 1-D, got shape {array.shape}")
-    return np.ascontiguousarray(array, dtype=np.int64)
+    if array.dtype.kind == "f":
+        whole = np.isfinite(array) & (array == np.round(array))
+        if not np.all(whole):
+            i = int(np.flatnonzero(~whole)[0])
+            raise ValueError(f"{name} must hold whole numbers, got {name}[{i}] = {array[i]!r}")
+        outside = (array < -(2.0**63)) | (array >= 2.0**63)
+    else:
+        outside = array > _INT64_MAX if array.dtype.kind == "u" else np.zeros(array.shape, dtype=bool)
+    if np.any(outside):
+        i = int(np.flatnonzero(outside)[0])
+        raise ValueError(f"{name}[{i}] = {array[i]} does not fit in int64")
+    return _aligned(np.ascontiguousarray(array, dtype=np.int64))
 
 
 def as_int64(value, name: str) -> int:
@@ -42,7 +58,7 @@ def as_int64(value, name: str) -> int:
         number = operator.index(value)
     except TypeError:
         raise TypeError(f"{name} must be an integer, got {type(value).__name__} {value!r}") from None
-    if not _INT64.min <= number <= _INT64.max:
+    if not _INT64_MIN <= number <= _INT64_MAX:
         raise ValueError(f"{name} = {number} does not fit in int64")
     return number
 

@@ -8,18 +8,14 @@ keeps its traceback. Ctrl-C ends with one line saying where the run can resume f
 from __future__ import annotations
 
 import argparse
-import platform
-import statistics
 import sys
 import time
 from contextlib import contextmanager
 from functools import partial
 
-import numpy as np
 from tqdm import tqdm
 
-from . import __version__, allocate, allocation_objective
-from .baselines import bisection_allocate
+from . import __version__
 
 
 class UserError(Exception):
@@ -58,40 +54,6 @@ def _import_trainer_modules():
                         f"`pip install \".[train]\"` in a vipfast checkout") from error
     return train, compare, plot
 
-
-def _median_seconds(call, min_time=0.2, max_repeats=2000):
-    call()
-    times = []
-    started = time.perf_counter()
-    while len(times) < 5 or (time.perf_counter() - started < min_time and len(times) < max_repeats):
-        begin = time.perf_counter()
-        call()
-        times.append(time.perf_counter() - begin)
-    return statistics.median(times)
-
-
-def bench(args) -> int:
-    """Allocation latency: vipfast's exact solver vs the paper's numpy bisection, same inputs."""
-    rng = np.random.default_rng(args.seed)
-    rows = []
-    for q in tqdm(args.prompts, desc="allocation latency", unit="size", file=sys.stderr):
-        p = rng.beta(0.5, 0.5, size=q)
-        weights = p * (1 - p)
-        budget = args.budget_per_prompt * q
-        bounds = dict(min_rollouts=args.min_rollouts, max_rollouts=args.max_rollouts)
-        exact = allocate(weights, budget, **bounds)
-        rounded = bisection_allocate(weights, budget, args.min_rollouts, args.max_rollouts)
-        ours = _median_seconds(lambda: allocate(weights, budget, **bounds))
-        numpy = _median_seconds(lambda: bisection_allocate(weights, budget, args.min_rollouts, args.max_rollouts))
-        gap = allocation_objective(weights, rounded, min_rollouts=args.min_rollouts) / allocation_objective(
-            weights, exact, min_rollouts=args.min_rollouts) - 1
-        rows.append((q, ours, numpy, gap))
-    print(f"vipfast allocation latency  (budget {args.budget_per_prompt}·Q, n in [{args.min_rollouts}, "
-          f"{args.max_rollouts}], w = p(1-p), p ~ Beta(0.5, 0.5); {platform.machine()}, median)")
-    print(f"{'Q':>8} {'vipfast exact':>15} {'numpy bisection':>17} {'speed-up':>9} {'numpy objective gap':>20}")
-    for q, ours, numpy, gap in rows:
-        print(f"{q:>8} {ours * 1e6:>12.1f} µs {numpy * 1e6:>14.1f} µs {numpy / ours:>8.1f}× {gap:>19.2e}")
-    return 0
 
 
 def simulate(args) -> int:
@@ -235,13 +197,6 @@ def main(argv=None) -> int:
     parser.add_argument("--version", action="version", version=f"vipfast {__version__}")
     parser.add_argument("--debug", action="store_true", help="show the traceback of every error")
     commands = parser.add_subparsers(dest="command", required=True)
-    bench_parser = commands.add_parser("bench", help="print the allocation latency table")
-    bench_parser.add_argument("--prompts", type=int, nargs="+", default=[256, 4096, 65536])
-    bench_parser.add_argument("--budget-per-prompt", type=int, default=16)
-    bench_parser.add_argument("--min-rollouts", type=int, default=4)
-    bench_parser.add_argument("--max-rollouts", type=int, default=64)
-    bench_parser.add_argument("--seed", type=int, default=0)
-    bench_parser.set_defaults(run=bench)
     sim_parser = commands.add_parser("simulate", help="compare allocators and sampling modes on a synthetic RLVR population")
     sim_parser.add_argument("--scenario", default="default", help="a named scenario (docs/simulator.md)")
     sim_parser.add_argument("--allocators", nargs="+", metavar="ARM",

@@ -11,13 +11,20 @@
 namespace vipfast::bindings {
 namespace {
 
+// Unaligned buffers are copied on the way in (the core reads them as double and int64);
+// aligned C-contiguous arrays of the right dtype pass without a copy.
+constexpr int kAligned = py::detail::npy_api::NPY_ARRAY_ALIGNED_;
+using AlignedDoubleArray = py::array_t<double, py::array::c_style | py::array::forcecast | kAligned>;
+// No forcecast: uint64 or float counts would wrap silently; the Python layer converts them with checks.
+using AlignedInt64Array = py::array_t<int64_t, py::array::c_style | kAligned>;
+
 // Checks the arrays against each other and points a CostModel at their buffers.
 struct AllocationInputs {
   vipfast::CostModel model;
   vipfast::Bounds bounds;
 
-  AllocationInputs(const std::optional<DoubleArray>& weights, int64_t budget, int64_t min_rollouts,
-                   int64_t max_rollouts, const std::string& estimator, const std::optional<DoubleArray>& curve) {
+  AllocationInputs(const std::optional<AlignedDoubleArray>& weights, int64_t budget, int64_t min_rollouts,
+                   int64_t max_rollouts, const std::string& estimator, const std::optional<AlignedDoubleArray>& curve) {
     model.estimator = vipfast::parse_estimator(estimator);
     py::ssize_t num_prompts = -1;
     if (weights) {
@@ -51,9 +58,9 @@ struct AllocationInputs {
   }
 };
 
-py::array_t<int64_t> allocate(const std::optional<DoubleArray>& weights, int64_t budget, int64_t min_rollouts,
+py::array_t<int64_t> allocate(const std::optional<AlignedDoubleArray>& weights, int64_t budget, int64_t min_rollouts,
                               int64_t max_rollouts, const std::string& estimator,
-                              const std::optional<DoubleArray>& curve) {
+                              const std::optional<AlignedDoubleArray>& curve) {
   const AllocationInputs in(weights, budget, min_rollouts, max_rollouts, estimator, curve);
   py::array_t<int64_t> counts(in.bounds.num_prompts);
   int64_t* out = counts.mutable_data();
@@ -64,9 +71,9 @@ py::array_t<int64_t> allocate(const std::optional<DoubleArray>& weights, int64_t
   return counts;
 }
 
-py::array_t<double> allocate_relaxed(const std::optional<DoubleArray>& weights, int64_t budget,
+py::array_t<double> allocate_relaxed(const std::optional<AlignedDoubleArray>& weights, int64_t budget,
                                      int64_t min_rollouts, int64_t max_rollouts, const std::string& estimator,
-                                     const std::optional<DoubleArray>& curve) {
+                                     const std::optional<AlignedDoubleArray>& curve) {
   const AllocationInputs in(weights, budget, min_rollouts, max_rollouts, estimator, curve);
   py::array_t<double> counts(in.bounds.num_prompts);
   double* out = counts.mutable_data();
@@ -77,15 +84,23 @@ py::array_t<double> allocate_relaxed(const std::optional<DoubleArray>& weights, 
   return counts;
 }
 
-double allocation_objective(const std::optional<DoubleArray>& weights, const Int64Array& counts,
+double allocation_objective(const std::optional<AlignedDoubleArray>& weights, const AlignedInt64Array& counts,
                             int64_t min_rollouts, int64_t max_rollouts, const std::string& estimator,
-                            const std::optional<DoubleArray>& curve) {
+                            const std::optional<AlignedDoubleArray>& curve) {
   require_ndim(counts, 1, "counts");
   const AllocationInputs in(weights, 0, min_rollouts, max_rollouts, estimator, curve);
   require_length(counts.shape(0), in.bounds.num_prompts, "counts");
   const int64_t* n = counts.data();
   py::gil_scoped_release release;
   return vipfast::allocation_objective(in.model, in.bounds, n);
+}
+
+// The estimator table, (name, min_rollouts, variance formula) per estimator.
+py::tuple estimator_table() {
+  py::list rows;
+  for (const vipfast::EstimatorSpec& spec : vipfast::kEstimators)
+    rows.append(py::make_tuple(spec.name, spec.min_rollouts, spec.variance));
+  return py::tuple(rows);
 }
 
 }  // namespace
@@ -103,6 +118,7 @@ void bind_allocation(py::module_& m) {
         "Optimum of the continuous relaxation (float64[Q]).");
   m.def("allocation_objective", &allocation_objective, w, py::arg("counts"), lo, hi, est, cv,
         "sum_q w_q phi(n_q) for given counts.");
+  m.attr("ESTIMATOR_TABLE") = estimator_table();
 }
 
 }  // namespace vipfast::bindings

@@ -1,6 +1,6 @@
 // Exact rollout allocation: minimise sum_q cost_q(n_q) s.t. sum_q n_q = budget,
 // min_rollouts <= n_q <= max_rollouts, n_q integer, for separable discretely convex costs.
-// See DESIGN.md section 2. No Python in here: errors are std::invalid_argument.
+// No Python in here: errors are std::invalid_argument.
 #pragma once
 
 #include <cstdint>
@@ -8,13 +8,25 @@
 
 namespace vipfast {
 
-// Variance curves phi(n) of DESIGN.md section 1 (up to the shared constant 4 sigma_Z^2).
+// Variance curves phi(n) of the policy-gradient estimators (up to the shared constant 4 sigma_Z^2).
 enum class Estimator { rloo, drgrpo, grpo };
 
+// One row per estimator: the only place its name, its domain and its curve are written down.
+struct EstimatorSpec {
+  Estimator estimator;
+  const char* name;
+  int64_t min_rollouts;  // smallest n on which phi is defined and discretely convex
+  const char* variance;  // phi(n); grpo has no closed form and uses drgrpo's curve
+};
+
+inline constexpr EstimatorSpec kEstimators[] = {
+    {Estimator::rloo, "rloo", 2, "1/(n-1)"},
+    {Estimator::drgrpo, "drgrpo", 3, "(n-1)/n^2"},
+    {Estimator::grpo, "grpo", 3, "(n-1)/n^2"},
+};
+
+const EstimatorSpec& estimator_spec(Estimator estimator);
 Estimator parse_estimator(const std::string& name);
-const char* estimator_name(Estimator estimator);
-// Smallest group size on which the estimator's curve is defined and discretely convex.
-int64_t estimator_min_rollouts(Estimator estimator);
 double estimator_variance(Estimator estimator, double n);
 
 struct Bounds {
@@ -29,21 +41,21 @@ struct Bounds {
 //   shared curve   cost_q(n) = w_q * curve[n - min]            curve: (max - min + 1)
 //   cost table     cost_q(n) = w_q * table[q, n - min]         table: (Q, max - min + 1), row-major
 struct CostModel {
-  const double* weights = nullptr;  // (Q)
+  const double* weights = nullptr;  // (Q); null means all ones (tables only)
   Estimator estimator = Estimator::rloo;
   const double* curve = nullptr;
   const double* table = nullptr;
 };
 
-// Exact integer optimum; ties go to the lower prompt index. counts: (Q).
+// Exact integer optimum; ties go to the lower count, then the lower prompt index. counts: (Q).
 void allocate(const CostModel& model, const Bounds& bounds, int64_t* counts);
 
 // Optimum of the continuous relaxation. For estimators the curve's closed form is used; for
-// tables the relaxation of the piecewise-linear interpolant, whose optimum is integral, so
-// the exact integer optimum is returned. counts: (Q).
+// curves and tables the relaxation of the piecewise-linear interpolant, whose optimum is
+// integral, so the exact integer optimum is returned. counts: (Q).
 void allocate_relaxed(const CostModel& model, const Bounds& bounds, double* counts);
 
-// sum_q cost_q(n_q) for any counts in [min, max] (max is ignored for estimators).
+// sum_q cost_q(n_q) for any counts in [min, max] (max may be INT64_MAX for estimators).
 double allocation_objective(const CostModel& model, const Bounds& bounds, const int64_t* counts);
 
 }  // namespace vipfast
