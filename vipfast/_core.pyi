@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy
 import numpy.typing
 import typing
-__all__: list[str] = ['KeyIndex', 'LogitCalibration', 'PredictionBasis', 'SUCCESS_GP_STATE_VERSION', 'SuccessGP', 'SuccessGPConfig', 'allocate', 'allocate_relaxed', 'allocation_objective', 'dense_groups', 'expected_bernoulli_variance', 'group_offsets', 'group_order', 'indexed_advantages', 'keyed_advantages', 'segment_advantages']
+__all__: list[str] = ['ESTIMATOR_TABLE', 'KeyIndex', 'LogitCalibration', 'PredictionBasis', 'SUCCESS_GP_STATE_VERSION', 'SuccessGP', 'SuccessGPConfig', 'allocate', 'allocate_relaxed', 'allocation_objective', 'dense_groups', 'expected_bernoulli_variance', 'group_offsets', 'group_order', 'indexed_advantages', 'keyed_advantages', 'segment_advantages']
 class SuccessGPConfig:
     """
     The options of a SuccessGP, one property each; values are checked when a SuccessGP is built from it.
@@ -322,5 +322,6 @@ def segment_advantages(rewards: numpy.ndarray, bounds: numpy.ndarray, bounds_are
     """
     Advantages of contiguous groups (sizes or CSR offsets) into out (float32[N]).
     """
+ESTIMATOR_TABLE: tuple = (('rloo', 2, '1/(n-1)'), ('drgrpo', 3, '(n-1)/n^2'), ('grpo', 3, '(n-1)/n^2'))
 SUCCESS_GP_STATE_VERSION: int = 3
 __version__: str = '0.1.0'
