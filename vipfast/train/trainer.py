@@ -82,6 +82,9 @@ def prepare_run(config: TrainConfig, *, resume: bool = True) -> PreparedRun:
             uses_chat_template(load_tokenizer(Path(config.model.path)), config.model)  # model.chat_template: true needs one
         prepared.task = make_task(config.task)  # bad data fails here, before any model is built
         _check_task_fits(prepared.task, config)
+        if checkpoint is not None:  # the source's saved position must fit this pool
+            source = make_source(config.sampling.order, pool_prompts(p.prompt for p in prepared.task.train), config.seed)
+            source.load_state(rundir.read_trainer_state(checkpoint)["source"])
     return prepared
 
 
@@ -142,12 +145,14 @@ class Trainer:
         return run_is_over(self.config, self.step, self.rollouts)
 
     # -- the loop ---------------------------------------------------------------------------------
-    def run(self) -> list[dict]:
+    def run(self, *, progress: bool = True) -> list[dict]:
+        """Train until `steps` (or `rollout_budget`) is reached; progress: show a bar on stderr."""
         rows = []
         if self.step == 0 and self.task.held_out:
             rows.append(self._log(dict(step=0, rollouts=0, tokens=0, **self.evaluation(), **self.majority_baseline())))
         # A context, so that an interrupted bar still ends its line before the message that follows.
-        with tqdm(initial=self.step, total=self.config.steps, desc="train", unit="step", file=sys.stderr) as bar:
+        with tqdm(initial=self.step, total=self.config.steps, desc="train", unit="step", file=sys.stderr,
+                  disable=not progress) as bar:
             while not self.finished:
                 row = self.train_step()
                 if self.step % self.config.eval_every == 0 or self.finished:
