@@ -95,6 +95,8 @@ class AllocatorConfig:
     min_rollouts: int = 4
     max_rollouts: int = 24
     embedder: str = "hashing"  # "hashing" (no model) | "minilm" (needs the minilm extra)
+    # Rewards outside [0, 1] (a custom task.reward): a rollout counts as a success when its reward >= this
+    reward_threshold: float | None = None
     # "oracle" only: samples per prompt, outside the budget, that measure the policy's success rate each step
     oracle_samples: int = 64
 

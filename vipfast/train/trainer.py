@@ -134,7 +134,7 @@ class Trainer:
     def _allocator(self, saved: Path | None):
         a, o = self.config.allocator, self.config.optim
         options = dict(budget_per_prompt=a.budget_per_prompt, estimator=o.estimator, min_rollouts=a.min_rollouts,
-                       max_rollouts=a.max_rollouts)
+                       max_rollouts=a.max_rollouts, reward_threshold=a.reward_threshold)
         if a.name == ORACLE:
             return PolicyOracle.restore(saved, self.measure_success, **options) if saved else \
                 PolicyOracle(self.measure_success, **options)
@@ -270,8 +270,10 @@ class Trainer:
         generated = self.generator.generate([self.train_ids[i] for i in ids.tolist()], np.full(len(ids), samples),
                                             seed=seed)
         rewards = self.task.score(generated.texts, [self.task.train[i] for i in np.repeat(ids, samples).tolist()])
+        threshold = self.config.allocator.reward_threshold
+        successes = rewards if threshold is None else (rewards >= threshold).astype(np.float64)
         self._oracle_seconds += time.perf_counter() - started
-        return rewards.reshape(len(ids), samples).mean(1)
+        return successes.reshape(len(ids), samples).mean(1)
 
     def evaluation(self) -> dict:
         """Held-out accuracy: mean reward of `eval_samples` samples per prompt (greedy when 0), overall and per
