@@ -31,7 +31,7 @@ def test_compare_runs_every_arm_at_equal_rollouts(tmp_path):
     out = tmp_path / "compare"
     overrides = [f"--set={k}={v}" for k, v in {**TINY, "steps": 2, "eval_every": 1}.items()]
     arms = ["uniform", "vipfast", "uniform+dynamic@sampling.oversample=2"]
-    assert main(["compare", *overrides, "--arms", *arms, "--seeds", "0", "1", "--out", str(out)]) == 0
+    assert main(["compare", *overrides, "--arms", *arms, "--seeds", "0", "1", "--out", str(out), "--jobs", "2"]) == 0
     summary = json.loads((out / "summary.json").read_text())
     curves = summary["curves"]
     assert list(curves) == arms and all(c["seeds"] == 2 for c in curves.values())

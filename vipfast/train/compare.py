@@ -22,14 +22,13 @@ import shlex
 import statistics
 import sys
 from concurrent.futures import ProcessPoolExecutor, as_completed
-from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
 from tqdm import tqdm
 
 from .._files import atomic_write
-from .config import TrainConfig, _build, _set_dotted, load_config, validate
+from .config import config_from_mapping, load_config
 from .plot import accuracy_label, read_metrics, time_summary
 
 # The issue's goal: the reference's final accuracy with this fraction of its rollouts.
@@ -64,14 +63,10 @@ def arm_config(base, arm: str, seed: int, out_dir):
     if base.rollout_budget is None:
         raw["rollout_budget"] = base.steps * base_step_rollouts(base)
         raw["steps"] = STEP_ALLOWANCE * base.steps
-    for key, value in overrides.items():
-        _set_dotted(raw, key, value)
     try:
-        config = _build(TrainConfig, raw, "")
-        validate(config)
+        return config_from_mapping(raw, overrides)
     except ValueError as error:
         raise ValueError(f"arm {arm!r}: {error}") from None
-    return config
 
 
 def base_step_rollouts(config) -> int:
@@ -85,7 +80,8 @@ def arm_configs(config_path, overrides, arms, seeds, out_dir) -> dict:
     if len(set(arms)) != len(arms) or len(set(seeds)) != len(seeds):
         raise ValueError(f"compare needs distinct arms and seeds, got arms {list(arms)} and seeds {list(seeds)}")
     base = load_config(config_path, overrides)
-    return {(arm, seed): arm_config(base, arm, seed, out_dir) for arm in arms for seed in seeds}
+    # Seed by seed, so that a comparison stopped early has every arm of its first seeds.
+    return {(arm, seed): arm_config(base, arm, seed, out_dir) for seed in seeds for arm in arms}
 
 
 def prepare_arms(config_path, overrides, *, arms, seeds, out_dir) -> dict:
@@ -101,15 +97,17 @@ def run_comparison(config_path, overrides, *, arms, seeds, out_dir, jobs: int = 
     return run_prepared_arms(prepared, arms=arms, out_dir=out_dir, jobs=jobs)
 
 
-def _run_arm(prepared) -> None:
+def _run_arm(config) -> None:
+    """One arm, from its config alone (what a worker process is sent: a task's scorer does not pickle)."""
     from .trainer import Trainer
 
-    Trainer(prepared.config, prepared=prepared).run(progress=False)
+    Trainer(config).run(progress=False)
 
 
 def run_prepared_arms(prepared: dict, *, arms, out_dir, jobs: int = 1) -> dict:
     """Runs the unfinished arms (`jobs` at a time, in worker processes when > 1), then summarises all."""
     from .model import policy_directory
+    from .trainer import Trainer
 
     todo = [(key, p) for key, p in prepared.items() if not p.finished]
     if todo:  # the shared warm start, once, before any arm needs it
@@ -119,7 +117,7 @@ def run_prepared_arms(prepared: dict, *, arms, out_dir, jobs: int = 1) -> dict:
               file=sys.stderr) as bar:
         if jobs > 1 and len(todo) > 1:
             with ProcessPoolExecutor(max_workers=jobs) as pool:
-                futures = {pool.submit(_run_arm, p): key for key, p in todo}
+                futures = {pool.submit(_run_arm, p.config): key for key, p in todo}
                 for future in as_completed(futures):
                     future.result()
                     bar.set_postfix_str(f"{futures[future][0]} seed {futures[future][1]} done")
@@ -127,7 +125,7 @@ def run_prepared_arms(prepared: dict, *, arms, out_dir, jobs: int = 1) -> dict:
         else:
             for (arm, seed), p in todo:
                 bar.set_postfix_str(f"{arm} seed {seed}")
-                _run_arm(p)
+                Trainer(p.config, prepared=p).run(progress=False)
                 bar.update()
     configs = {key: p.config for key, p in prepared.items()}
     summary = summarise({key: read_metrics(c.run_dir) for key, c in configs.items()}, list(arms))

@@ -5,6 +5,7 @@ are the embedded default run (`vipfast train --print-config` prints them as YAML
 Errors name the dotted key and what was expected: `optim.lr must be > 0, got -1.0`.
 """
 
+import copy
 import dataclasses
 import importlib.util
 import math
@@ -169,7 +170,13 @@ class TrainConfig:
 
 def load_config(path=None, overrides: dict | None = None) -> TrainConfig:
     """The default config, updated by the YAML file at `path` and then by `overrides` (dotted keys)."""
-    raw = read_yaml_mapping(path, "config file") if path is not None else {}
+    return config_from_mapping(read_yaml_mapping(path, "config file") if path is not None else {}, overrides)
+
+
+def config_from_mapping(raw: dict, overrides: dict | None = None) -> TrainConfig:
+    """The default config updated by a mapping (what a YAML file holds, or `TrainConfig.to_dict()`) and then by
+    `overrides` (dotted keys), validated."""
+    raw = copy.deepcopy(raw)
     for dotted, value in (overrides or {}).items():
         _set_dotted(raw, dotted, value)
     config = _build(TrainConfig, raw, "")

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import importlib
 import logging
-import math
 import zlib
 from collections import Counter
 from collections.abc import Callable, Iterator, Sequence
@@ -71,9 +70,6 @@ class Task:
     score: Scorer  # (completions [N], problems [N]) -> float rewards [N]
     tiny: TinyRecipe | None = None
     families: tuple[str, ...] = ()  # the family labels, in order; () when there is one unnamed family
-
-    def family_of(self, problems: Sequence[Problem]) -> list[str]:
-        return [problem.family for problem in problems]
 
 
 def arithmetic_problems(count: int, rng: np.random.Generator) -> list[Problem]:
@@ -201,16 +197,15 @@ def check_rewards(path: str, result, expected: int) -> np.ndarray:
 
 def with_custom_reward(task: Task, path: str) -> Task:
     """The task scored by `path` instead of its own scorer, after a trial call on its first problem."""
-    scorer = custom_scorer(path, load_reward(path))
-    probe = task.train[:1]
+    function = load_reward(path)
+    probe = [p.answer for p in task.train[:1]]
     try:
-        scorer([p.answer for p in probe], probe)
-    except ValueError:
-        raise
-    except Exception as error:  # the user's code: any failure is reported with what was called
-        raise ValueError(f"task.reward {path!r} failed on (completions={[p.answer for p in probe]!r}, "
-                         f"references={[p.answer for p in probe]!r}): {type(error).__name__}: {error}") from None
-    task.score = scorer
+        result = function(list(probe), list(probe))
+    except Exception as error:  # the user's code: any failure is reported with what it was called with
+        raise ValueError(f"task.reward {path!r} failed on (completions={probe!r}, references={probe!r}): "
+                         f"{type(error).__name__}: {error}") from None
+    check_rewards(path, result, len(probe))
+    task.score = custom_scorer(path, function)
     return task
 
 
@@ -292,7 +287,3 @@ def majority_accuracy(task: Task) -> dict[str, float]:
     rewards = task.score([majority[p.family] for p in problems], problems)
     return by_family(rewards, [p.family for p in problems])
 
-
-def mean_or_nan(values) -> float:
-    values = list(values)
-    return float(np.mean(values)) if values else math.nan
