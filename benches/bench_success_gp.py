@@ -4,10 +4,11 @@
     python benches/gp_memory.py benches/results/success_gp_memory.json
     python benches/report_success_gp.py benches/results/success_gp.json benches/results/success_gp_memory.json
 
-Workload (issue 3, tests/gp_reference.Workload): d = 384, Q = 512 prompts per step, 8192 distinct
-keys in 64 clusters, 8 rollouts each, success rates drifting. After 40 steps of history one step is
-observe(Q) + advance() + predict (mean, var, weights) for the next Q. Every method sees the same
-steps, the same capacity-4096 LRU store and the same lengthscale (vipfast's median heuristic).
+Workload (tests/gp_reference.Workload): d = 384, Q = 512 prompts per step, 8192 distinct keys in
+64 clusters, 8 rollouts each, success rates drifting. After 40 steps of history one step is
+observe(Q) + advance() + predict (mean, var, weights) for the next Q; vipfast's observe takes back
+the prediction that planned its rows. Every method sees the same steps, the same capacity-4096 LRU
+store and the same lengthscale (vipfast's median heuristic).
 
 Baselines: the float64 numpy/scipy exact GP (tests/gp_reference.ReferenceGP) refit from scratch
 each step, and scikit-learn's GaussianProcessRegressor (fixed kernel, per-point alpha = s^2).
@@ -15,6 +16,7 @@ each step, and scikit-learn's GaussianProcessRegressor (fixed kernel, per-point 
 
 from __future__ import annotations
 
+import inspect
 import sys
 from pathlib import Path
 
@@ -48,16 +50,21 @@ def feed(model, steps):
 
 
 def stepper(observe, advance, predict, start):
-    """The benchmarked callable: each call is the next training step."""
+    """The benchmarked callable: each call is the next training step. An observe that takes the
+    prediction of its rows gets the one the previous step made."""
     batches = [workload().batch(t) for t in range(start, start + FAST_ROUNDS + 3)]
-    state = {"t": 0}
+    takes_prediction = "prediction" in inspect.signature(observe).parameters
+    state = {"t": 0, "plan": None}
 
     def step():
         keys, x, _, trials, successes = batches[state["t"]]
         next_keys, next_x = batches[state["t"] + 1][:2]
-        observe(keys, x, successes, trials)
+        if takes_prediction:
+            observe(keys, x, successes, trials, prediction=state["plan"])
+        else:
+            observe(keys, x, successes, trials)
         advance()
-        out = predict(next_keys, next_x)
+        state["plan"] = out = predict(next_keys, next_x)
         state["t"] += 1
         return out
 

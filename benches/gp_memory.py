@@ -5,12 +5,13 @@
 Same workload as bench_success_gp.py (d = 384, Q = 512, 8192 keys, capacity 4096; the generator keeps
 no history). Records the process RSS (native allocations included), tracemalloc's total of what
 vipfast's Python code holds every 100 steps, and the median step time (observe + advance + predict)
-of each 100-step block.
+of each 100-step block. Each observe takes back the prediction of its rows (the previous step's).
 """
 
 from __future__ import annotations
 
 import argparse
+import inspect
 import json
 import platform
 import resource
@@ -41,16 +42,17 @@ def main():
 
     workload = Workload(keep_history=False)
     gp = vipfast.SuccessGP(workload.dim, mode=args.mode, capacity=4096)
+    takes_prediction = "prediction" in inspect.signature(gp.observe).parameters
     tracemalloc.start()
     samples, block = [], []
-    batch = workload.batch(0)
+    batch, plan = workload.batch(0), None
     for t in range(args.steps + 1):
         keys, x, _, trials, successes = batch
         batch = workload.batch(t + 1)  # generated outside the timed region
         start = time.perf_counter()
-        gp.observe(keys, x, successes, trials)
+        gp.observe(keys, x, successes, trials, **({"prediction": plan} if takes_prediction else {}))
         gp.advance()
-        gp.predict(*batch[:2])
+        plan = gp.predict(*batch[:2])
         block.append(time.perf_counter() - start)
         if t % 100 == 0 and t > 0:
             snapshot = tracemalloc.take_snapshot().filter_traces([tracemalloc.Filter(True, "*vipfast*")])

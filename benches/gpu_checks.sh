@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
-# Issue 4's GPU checks as one short run on a CUDA machine that cannot reach PyPI (the device tool's
-# H100/H200: torch, triton, cmake, pytest, pytest-benchmark and hypothesis are there; vipfast's
-# pinned build requirements are not).
+# The group advantages' GPU checks as one short run on a CUDA machine that cannot reach PyPI
+# (the device tool's H100/H200: torch, triton, cmake, pytest, pytest-benchmark and hypothesis
+# are there; vipfast's pinned build requirements are not).
 #
 #   bash benches/gpu_checks.sh prepare        # here, with PyPI: the pinned build wheels into .whl/
 #   bash benches/gpu_checks.sh run            # there, with .whl carried: build, CUDA tests, GPU benches

@@ -83,16 +83,23 @@ Evaluation evaluate(const std::vector<LogitCalibration::Record>& records, const 
 
 }  // namespace
 
-void LogitCalibration::record(int64_t step, int64_t count, const double* mean, const double* var,
-                              const double* successes, const int64_t* trials) {
-  if (!enabled() || count <= 0) return;
-  records_.erase(std::remove_if(records_.begin(), records_.end(),
-                                [&](const Record& r) { return step - r.step >= window_; }),
-                 records_.end());
+LogitCalibration LogitCalibration::recorded(int64_t step, int64_t count, const double* mean, const double* var,
+                                            const double* successes, const int64_t* trials) const {
+  LogitCalibration next(window_);
+  next.offset_ = offset_;
+  next.log_scale_ = log_scale_;
+  if (!enabled() || count <= 0) {
+    next.records_ = records_;
+    return next;
+  }
+  next.records_.reserve(records_.size() + static_cast<size_t>(count));
+  for (const Record& r : records_)
+    if (step - r.step < window_) next.records_.push_back(r);
   for (int64_t i = 0; i < count; ++i)
     if (trials[i] > 0 && usable(mean[i], var[i]))
-      records_.push_back({step, mean[i], var[i], successes[i], static_cast<double>(trials[i])});
-  fit(step);
+      next.records_.push_back({step, mean[i], var[i], successes[i], static_cast<double>(trials[i])});
+  next.fit(step);
+  return next;
 }
 
 // Newton's method from the previous map (Fisher scoring where the Hessian is not negative

@@ -85,7 +85,7 @@ def test_resume_after_save_gives_identical_plans(name, rng, tmp_path):
     assert restored.stats()["predictions"] == allocator.stats()["predictions"]
 
 
-@pytest.mark.parametrize("name", ["vipfast", "paper", "knapsack", "beta"])
+@pytest.mark.parametrize("name", ["vipfast", "gp", "paper", "knapsack", "beta", "coba"])
 def test_prompts_near_one_half_get_more_rollouts_than_settled_ones(name, rng):
     """Fails for a uniform split and for inverted weights: the rule must read the outcomes."""
     allocator = build(name, budget_per_prompt=8.0, max_rollouts=32)

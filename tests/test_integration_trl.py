@@ -148,7 +148,7 @@ def test_allocator_state_is_checkpointed_and_resumed(tmp_path):
 
 
 def test_config_rejects_what_ragged_groups_cannot_do(tmp_path):
-    with pytest.raises(ValueError, match=r"num_generations \(4\) .* \[6, 32\]"):
+    with pytest.raises(ValueError, match=r"budget per prompt \(4: .* \[6, 32\]"):
         VIPGRPOConfig(**common_args(tmp_path), min_rollouts=6)
     with pytest.raises(ValueError, match="scale_rewards='batch'"):
         VIPGRPOConfig(**common_args(tmp_path), scale_rewards="batch")

@@ -62,7 +62,7 @@ def vllm_args(output_dir, **vllm_options):
 
 
 class PlanRecordingReward:
-    """outcome_reward that records, per generation batch, the rollouts each prompt got and the trainer's plan."""
+    """outcome_reward that records, per generation round, the rollouts each prompt got and the trainer's plan."""
 
     def __init__(self):
         self.__name__ = "outcome_reward"  # TRL names the reward's metrics after it
@@ -71,13 +71,15 @@ class PlanRecordingReward:
 
     def __call__(self, prompts, completions, **kwargs):
         plan = self.trainer.last_plan
-        self.batches.append(dict(rows=dict(Counter(prompts)),
-                                 plan=dict(zip(plan.prompts, plan.counts.tolist()))))
+        planned = Counter()
+        for prompt, count in zip(plan.prompts, plan.counts.tolist()):  # a refill may repeat a prompt in one plan
+            planned[prompt] += count
+        self.batches.append(dict(rows=dict(Counter(prompts)), plan=dict(planned)))
         return outcome_reward(prompts, completions)
 
 
 def train_recording_plans(model_dir, output_dir, **vllm_options):
-    """(per generation batch: rollouts per prompt and plan, the trainer's log history) of STEPS real steps."""
+    """(per generation round: rollouts per prompt and plan, the trainer's log history) of STEPS real steps."""
     reward = PlanRecordingReward()
     trainer = VIPGRPOTrainer(model=AutoModelForCausalLM.from_pretrained(model_dir), reward_funcs=reward,
                              args=vllm_args(output_dir, **vllm_options),
@@ -104,19 +106,41 @@ def assert_trained_on_the_plan(batches, log_history):
     assert max(differences) < MAX_LOGP_DIFFERENCE, differences
 
 
-def test_colocate_mode_trains_on_the_plan(model_dir, tmp_path):
-    command = [sys.executable, __file__, str(model_dir), str(tmp_path)]
+def train_colocated(model_dir, output_dir, sampling: str) -> dict:
+    """Train in a subprocess (see _colocate_worker): {"batches": ..., "log_history": ...}."""
+    command = [sys.executable, __file__, str(model_dir), str(output_dir), sampling]
     finished = subprocess.run(command, capture_output=True, text=True, timeout=600, env={**os.environ, **VLLM_CPU_ENV})
     assert finished.returncode == 0, finished.stderr[-4000:]
-    record = json.loads((tmp_path / "record.json").read_text())
+    return json.loads((output_dir / "record.json").read_text())
+
+
+def test_colocate_mode_trains_on_the_plan(model_dir, tmp_path):
+    record = train_colocated(model_dir, tmp_path, "single")
     assert_trained_on_the_plan(record["batches"], record["log_history"])
 
 
-def _colocate_worker(model_dir: str, output_dir: str) -> None:
-    """Run by test_colocate_mode_trains_on_the_plan in its own process: train, write what happened."""
+def test_colocate_mode_runs_dynamic_sampling(model_dir, tmp_path):
+    """DAPO's rounds through the colocated engine: each round generates its own plan, refills included."""
+    record = train_colocated(model_dir, tmp_path, "dynamic")
+    rounds = record["batches"]  # one entry per generation round
+    for generation_round in rounds:
+        assert generation_round["rows"] == generation_round["plan"]
+    step_logs = [entry for entry in record["log_history"] if "loss" in entry]
+    assert len(step_logs) == STEPS and len(rounds) >= STEPS
+    assert sum(entry["vipfast/sampling/generated_rollouts"] for entry in step_logs) == \
+        sum(sum(generation_round["plan"].values()) for generation_round in rounds)
+    assert all(entry["vipfast/sampling/prompts_drawn"] >= 12 for entry in step_logs)  # 3 x 4 prompts per first round
+    assert np.all(np.isfinite([entry["loss"] for entry in step_logs]))
+    differences = [entry["sampling/sampling_logp_difference/max"] for entry in step_logs]
+    assert max(differences) < MAX_LOGP_DIFFERENCE, differences
+
+
+def _colocate_worker(model_dir: str, output_dir: str, sampling: str) -> None:
+    """Run by the colocate tests in a process of its own: train, write what happened."""
     import pathlib
 
-    batches, log_history = train_recording_plans(model_dir, output_dir, vllm_mode="colocate", vllm_max_model_length=128)
+    batches, log_history = train_recording_plans(model_dir, output_dir, vllm_mode="colocate", vllm_max_model_length=128,
+                                                 sampling=sampling)
     pathlib.Path(output_dir, "record.json").write_text(json.dumps(dict(batches=batches, log_history=log_history)))
 
 
@@ -202,4 +226,4 @@ def test_server_mode_trains_on_the_plan(model_dir, vllm_server, tmp_path, monkey
 
 
 if __name__ == "__main__":
-    _colocate_worker(sys.argv[1], sys.argv[2])
+    _colocate_worker(sys.argv[1], sys.argv[2], sys.argv[3])

@@ -698,3 +698,9 @@ def test_round_groups_give_unbiased_advantages_and_prompt_groups_do_not():
         else:
             # exact bias of this design: 1/2·(1 − 1/2) + 1/2·(9/8 − 5/4) = 3/16 per step
             assert z > 4 and excess.mean() == pytest.approx(3 / 16, abs=4 * standard_error)
+
+
+def test_drawing_no_prompts_gives_an_empty_batch_of_prompts(rng):
+    allocator = vipfast.make_allocator("uniform", min_rollouts=2, max_rollouts=8)
+    prompts, drawn = make_sampler("single").draw(allocator, PromptPool(np.full(10, 0.5), rng), 0)
+    assert len(prompts) == 0 and drawn == 0

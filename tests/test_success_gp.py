@@ -1,10 +1,8 @@
 """SuccessGP: exact mode against an independent float64 numpy GP, fast against exact, forgetting,
-calibration, state round trips, input validation and binding fuzzing (docs/success_gp.md)."""
+input validation, threads and binding fuzzing (docs/success_gp.md). State: test_success_gp_state.py."""
 
 from __future__ import annotations
 
-import copy
-import pickle
 import threading
 import time
 
@@ -409,73 +407,6 @@ def test_calibration_beats_per_prompt_and_global_baselines(mode, noise):
 
 
 # ---------------------------------------------------------------------------------------------
-# state
-# ---------------------------------------------------------------------------------------------
-
-@pytest.mark.parametrize("noise", ["binomial", "laplace"])
-@pytest.mark.parametrize("mode", ["exact", "fast", "auto"])
-def test_state_round_trips_bitwise(mode, noise):
-    workload = small_workload(num_keys=400, batch=50)
-    gp = vipfast.SuccessGP(24, mode=mode, num_inducing=32, capacity=300, auto_exact_max=120, noise=noise)
-    run([gp], workload, steps=4)
-    keys, x, *_ = workload.batch(4)
-    gp.predict(keys, x)  # fills the fast mode's feature cache, which the state carries
-    state = gp.state_dict()
-    assert state["format_version"] == vipfast.success_gp.STATE_FORMAT_VERSION
-    assert all(isinstance(v, (int, float, str, np.ndarray)) for v in state.values())
-    clones = [vipfast.SuccessGP.from_state_dict(state), pickle.loads(pickle.dumps(gp)), copy.deepcopy(gp)]
-    for clone in clones:
-        assert_same_predictions(gp, clone, keys, x)
-    # ... and stay identical as training continues.
-    run([gp, *clones], workload, steps=3, start=4)
-    later_keys, later_x, *_ = workload.batch(9)
-    for clone in clones:
-        assert_same_predictions(gp, clone, later_keys, later_x)
-        assert clone.config == gp.config and clone.step == gp.step == 7
-
-
-def test_state_survives_a_round_trip_through_numpy_scalars():
-    """As an .npz checkpoint stores it: every value a numpy array, scalars 0-d."""
-    gp = vipfast.SuccessGP(3, mode="fast", num_inducing=4)
-    gp.observe([1, 2, 3], np.eye(3), [1, 2, 3], [3, 3, 3])
-    arrays = {k: np.asarray(v) for k, v in gp.state_dict().items()}
-    clone = vipfast.SuccessGP.from_state_dict({k: v.item() if v.ndim == 0 else v for k, v in arrays.items()})
-    assert_same_predictions(gp, clone, [1, 9], np.eye(3)[:2])
-
-
-def test_state_linearisation_points_are_checked():
-    gp = vipfast.SuccessGP(3, noise="laplace")
-    gp.observe([1, 2], np.eye(3)[:2], [1, 0], [2, 2])
-    state = gp.state_dict()
-    with pytest.raises(ValueError, match=r"state\['linearisation'\] holds a non-finite value nan at flat index 1"):
-        vipfast.SuccessGP.from_state_dict({**state, "linearisation": np.array([0.0, np.nan])})
-    with pytest.raises(ValueError, match="state is missing 'linearisation'"):
-        vipfast.SuccessGP.from_state_dict({k: v for k, v in state.items() if k != "linearisation"})
-    binomial = vipfast.SuccessGP(3)
-    binomial.observe([1, 2], np.eye(3)[:2], [1, 0], [2, 2])
-    with pytest.raises(ValueError, match=r"state\['linearisation'\] belongs to noise='laplace' only"):
-        vipfast.SuccessGP.from_state_dict({**binomial.state_dict(), "linearisation": state["linearisation"]})
-
-
-def test_state_rejects_a_foreign_format_clearly():
-    gp = vipfast.SuccessGP(3)
-    gp.observe([1], [[1, 0, 0]], [1], [2])
-    state = gp.state_dict()
-    with pytest.raises(ValueError, match=r"format_version 99 is not supported: vipfast .* reads SuccessGP state format_versions 1 and 2"):
-        vipfast.SuccessGP.from_state_dict({**state, "format_version": 99})
-    with pytest.raises(ValueError, match="no 'format_version'"):
-        vipfast.SuccessGP.from_state_dict({k: v for k, v in state.items() if k != "format_version"})
-    with pytest.raises(ValueError, match="unknown entry 'extra'"):
-        vipfast.SuccessGP.from_state_dict({**state, "extra": 1})
-    with pytest.raises(ValueError, match=r"state\['embeddings'\] has shape"):
-        vipfast.SuccessGP.from_state_dict({**state, "embeddings": np.zeros((1, 4))})
-    with pytest.raises(ValueError, match="state is missing 'trials'"):
-        vipfast.SuccessGP.from_state_dict({k: v for k, v in state.items() if k != "trials"})
-    with pytest.raises(TypeError, match="mapping"):
-        vipfast.SuccessGP.from_state_dict([1, 2])
-
-
-# ---------------------------------------------------------------------------------------------
 # bad input: ValueError / TypeError naming the value
 # ---------------------------------------------------------------------------------------------
 
@@ -534,11 +465,12 @@ def test_bad_predictions_name_the_value():
         (dict(forgetting=0.0), r"forgetting must lie in \(0, 1\]"),
         (dict(forgetting=1.5), r"forgetting must lie in \(0, 1\]"),
         (dict(capacity=0), "capacity must be >= 1"),
-        (dict(lengthscale=-1.0), "lengthscale must be positive"),
+        (dict(lengthscale=-1.0), r"lengthscale must be a positive number \(or None for the median heuristic\), got -1"),
         (dict(lengthscale=5e-180), r"lengthscale must be >= 1\S*e-100, got 5\S*e-180"),
         (dict(signal_var=0.0), "signal_var must be positive"),
-        (dict(mode="dense"), "mode must be one of"),
-        (dict(noise="gaussian"), "noise must be one of"),
+        (dict(mode="dense"), "mode must be one of 'exact', 'fast', 'auto'; got 'dense'"),
+        (dict(noise="gaussian"), "noise must be one of 'binomial', 'fixed', 'laplace'; got 'gaussian'"),
+        (dict(proba="median"), "proba must be one of 'moderated', 'plugin'; got 'median'"),
         (dict(noise="fixed", jitter=0.0), "noise='fixed' needs jitter > 0"),
         (dict(clip=0.5), r"clip must lie in \(0, 0.5\)"),
         (dict(jitter=-1.0), "jitter must be finite and >= 0"),
@@ -574,8 +506,7 @@ def test_the_gil_is_released_while_predicting():
 
     def predict():
         for _ in range(3):
-            gp._gp.predict(keys, x)  # the native call, no wrapper cache
-            gp.advance(0)
+            gp._gp.predict(keys, x)  # the native call
         done.set()
 
     start = time.perf_counter()
@@ -594,11 +525,11 @@ def test_threads_sharing_one_model_serialise_safely():
     gp = vipfast.SuccessGP(24, mode="fast", num_inducing=32)
     run([gp], workload, steps=3)
     keys, x, *_ = workload.batch(3)
-    expected = gp._gp.predict(keys, x)
+    expected = gp.predict(keys, x)
     results = [None] * 4
 
     def work(slot):
-        results[slot] = gp._gp.predict(keys, x)
+        results[slot] = gp.predict(keys, x)
 
     threads = [threading.Thread(target=work, args=(i,)) for i in range(4)]
     for thread in threads:
@@ -673,9 +604,13 @@ def test_fuzz_the_public_api(data):
 def test_fuzz_the_native_bindings(data):
     """The raw _core class, bypassing the Python conversions: forcecast and shape checks only."""
     dim = data.draw(st.integers(1, 4))
-    gp = _core.SuccessGP(dim, None, 1.0, None, 0.9, 5, data.draw(st.sampled_from(["exact", "fast"])),
-                         data.draw(st.sampled_from(["binomial", "laplace"])),
-                         0.0, 0.01, "moderated", 3, 2, data.draw(st.integers(0, 2)))
+    config = _core.SuccessGPConfig()
+    config.dim, config.forgetting, config.capacity, config.num_inducing, config.auto_exact_max = dim, 0.9, 5, 3, 2
+    config.mode = data.draw(st.sampled_from(["exact", "fast"]))
+    config.noise = data.draw(st.sampled_from(["binomial", "laplace"]))
+    config.calibration_window = data.draw(st.integers(0, 2))
+    gp = _core.SuccessGP(config)
+    basis = None
     for _ in range(3):
         q = data.draw(st.integers(0, 5))
         keys = data.draw(hnp.arrays(data.draw(st.sampled_from([np.uint64, np.int64, np.float64])),
@@ -683,12 +618,13 @@ def test_fuzz_the_native_bindings(data):
         x = data.draw(hnp.arrays(np.float64, data.draw(st.sampled_from([(q, dim), (q, dim + 1), (q,)])), elements=reals))
         counts = [data.draw(hnp.arrays(np.int64, data.draw(st.sampled_from([(q,), (q + 1,)])),
                                        elements=st.integers(-2, 2**63 - 1))) for _ in range(2)]
-        try:
-            gp.observe(keys, x, *counts)
+        try:  # with the last prediction, which may be of other rows
+            gp.observe(keys, x, *counts, basis if data.draw(st.booleans()) else None)
         except (ValueError, TypeError):
             pass
         try:
-            check_prediction(gp.predict(keys, x))
+            *prediction, basis = gp.predict(keys, x)
+            check_prediction(prediction)
         except (ValueError, TypeError):
             pass
 

@@ -41,12 +41,13 @@ def drive(window, mode, rng, steps=8, **options):
     records = []
     for t in range(steps):
         keys, x, _, trials, successes = workload.batch(t)
-        raw = plain.predict(keys, x)
-        calibrated.predict(keys, x)  # as a plan would: the fast engine caches the batch's features
-        records += [(t, m, v, k, n) for m, v, k, n in zip(raw.mean, raw.var, successes, trials) if n > 0]
-        for gp in (plain, calibrated):
-            gp.observe(keys, x, successes, trials)
+        for gp in (plain, calibrated):  # as an allocator does: plan, then observe with the plan's prediction
+            prediction = gp.predict(keys, x)
+            gp.observe(keys, x, successes, trials, prediction=prediction)
             gp.advance()
+            if gp is plain:
+                records += [(t, m, v, k, n) for m, v, k, n in zip(prediction.mean, prediction.var, successes, trials)
+                            if n > 0]
     return calibrated, plain, records, workload
 
 
@@ -152,15 +153,6 @@ def test_state_round_trips_with_the_records(mode, rng):
     assert clone.calibration == calibrated.calibration
 
 
-def test_a_version_1_state_loads_with_recalibration_off():
-    gp = vipfast.SuccessGP(3, noise="laplace")
-    gp.observe([1, 2], np.eye(3)[:2], [1, 0], [2, 2])
-    state = {k: v for k, v in gp.state_dict().items() if not k.startswith("calibration_")}
-    clone = vipfast.SuccessGP.from_state_dict({**state, "format_version": 1})
-    assert clone.config["calibration_window"] == 0
-    assert_same_predictions(gp, clone, [1, 5], np.eye(3)[1:])
-
-
 @pytest.mark.parametrize("window, error, message", [
     (-1, ValueError, r"calibration_window must lie in \[0, 1000\], got -1"),
     (1001, ValueError, r"calibration_window must lie in \[0, 1000\], got 1001"),
@@ -192,54 +184,57 @@ def test_corrupt_calibration_state_is_rejected_by_name(entry, value, message):
 
 
 @pytest.mark.parametrize("mode", ["exact", "fast"])
-def test_observe_scores_the_rows_itself_when_no_prediction_preceded(mode, rng):
-    """The record reuses the plan's prediction of the same rows; without one it predicts them itself."""
+def test_without_a_prediction_observe_scores_the_one_the_model_makes_now(mode, rng):
+    """Passing the plan's prediction, or none when nothing changed since: the same map, bit for bit."""
     workload = Workload(num_keys=300, dim=16, clusters=6, batch=40, rollouts=6, seed=int(rng.integers(2**31)))
     planned, unplanned = (vipfast.SuccessGP(16, calibration_window=4, mode=mode, num_inducing=24) for _ in range(2))
     for t in range(6):
         keys, x, _, trials, successes = workload.batch(t)
-        planned.predict(keys, x)
-        if t % 2:  # a prediction of other rows, or of these rows in another order, is not reused
-            unplanned.predict(keys[::-1], x[::-1])
+        planned.observe(keys, x, successes, trials, prediction=planned.predict(keys, x))
+        unplanned.observe(keys, x, successes, trials)
         for gp in (planned, unplanned):
-            gp.observe(keys, x, successes, trials)
             gp.advance()
         assert planned.calibration == unplanned.calibration
 
 
-def test_a_prediction_made_before_the_model_changed_is_not_reused(rng):
-    """After advance() or another observe, observe predicts its rows again: the same map as a GP that
-    predicted them afresh just before."""
+def test_a_prediction_passed_back_is_the_one_scored(rng):
+    """The plan's prediction is scored even when the model moved on before its outcomes arrived
+    (here by advance() and an observe of other rows): the map is the reference fit of exactly the
+    predictions each observe was given or made."""
     workload = Workload(num_keys=200, dim=8, clusters=4, batch=30, rollouts=6, seed=int(rng.integers(2**31)))
-    stale, fresh = (vipfast.SuccessGP(8, calibration_window=5, noise="laplace") for _ in range(2))
+    gp = vipfast.SuccessGP(8, calibration_window=5, noise="laplace", forgetting=1.0)
+    records = []
+
+    def scored(prediction, successes, trials):
+        basis = prediction.basis
+        return [(gp.step, m, v, k, n) for m, v, k, n in zip(basis.latent_mean, basis.latent_var, successes, trials)
+                if n > 0]
+
     for t in range(4):
         keys, x, _, trials, successes = workload.batch(t)
-        for gp in (stale, fresh):
-            gp.predict(keys, x)
-        for gp in (stale, fresh):
-            gp.advance()  # the model moved on after the plan
-        fresh.predict(keys, x)
-        for gp in (stale, fresh):
-            gp.observe(keys, x, successes, trials)
-        fresh.predict(keys, x)
-        for gp in (stale, fresh):
-            gp.observe(keys, x, successes, trials)  # a second observe of the same rows
-        assert stale.calibration == fresh.calibration
+        plan = gp.predict(keys, x)
+        gp.advance()
+        now = gp.predict(keys[:3], x[:3])  # what an observe without a prediction scores
+        records += scored(now, successes[:3], trials[:3])
+        gp.observe(keys[:3], x[:3], successes[:3], trials[:3])
+        records += scored(plan, successes, trials)
+        gp.observe(keys, x, successes, trials, prediction=plan)
+    a, b = reference_map(records, step=gp.step, window=5)
+    np.testing.assert_allclose(gp.calibration, (a, b), rtol=1e-6, atol=1e-6, err_msg=rng.seed_for_message)
 
 
 def test_a_rejected_observe_changes_nothing(rng):
     gp = vipfast.SuccessGP(3, calibration_window=3, noise="laplace", mode="fast", num_inducing=4)
     x = rng.normal(size=(6, 3))
     for _ in range(2):
-        gp.predict(np.arange(6), x)
-        gp.observe(np.arange(6), x, [0, 1, 2, 3, 0, 1], [3] * 6)
+        gp.observe(np.arange(6), x, [0, 1, 2, 3, 0, 1], [3] * 6, prediction=gp.predict(np.arange(6), x))
         gp.advance()
-    gp.predict(np.arange(6), x)
+    plan = gp.predict(np.arange(6), x)
     before = gp.state_dict()
     bad = x.copy()
     bad[4, 1] = np.nan
     with pytest.raises(ValueError, match=r"embeddings\[4, 1\] is nan"):
-        gp.observe(np.arange(6), bad, [0, 1, 2, 3, 0, 1], [3] * 6)
+        gp.observe(np.arange(6), bad, [0, 1, 2, 3, 0, 1], [3] * 6, prediction=plan)
     after = gp.state_dict()
     assert before.keys() == after.keys()
     for name in before:
@@ -247,13 +242,18 @@ def test_a_rejected_observe_changes_nothing(rng):
 
 
 def test_a_checkpoint_between_plan_and_observe_resumes_exactly(rng):
+    """The plan's prediction is not in the checkpoint: the resumed model takes it back from the
+    caller (the same map), or plans again (the same bits from then on)."""
     calibrated, _, _, workload = drive(4, "fast", rng, steps=4)
     keys, x, _, trials, successes = workload.batch(4)
-    calibrated.predict(keys, x)
-    clone = vipfast.SuccessGP.from_state_dict(calibrated.state_dict())  # without the plan's prediction
-    for gp in (calibrated, clone):
-        gp.observe(keys, x, successes, trials)
-    assert clone.calibration == calibrated.calibration
+    plan = calibrated.predict(keys, x)
+    taken_back, planned_again = (vipfast.SuccessGP.from_state_dict(calibrated.state_dict()) for _ in range(2))
+    calibrated.observe(keys, x, successes, trials, prediction=plan)
+    taken_back.observe(keys, x, successes, trials, prediction=plan)
+    planned_again.observe(keys, x, successes, trials, prediction=planned_again.predict(keys, x))
+    assert taken_back.calibration == planned_again.calibration == calibrated.calibration
+    later_keys, later_x, *_ = workload.batch(5)
+    assert_same_predictions(calibrated, planned_again, later_keys, later_x)
 
 
 def test_state_entries_that_do_not_belong_are_rejected():

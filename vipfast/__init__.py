@@ -20,6 +20,7 @@ from .allocators import (
 )
 from .embedders import EmbeddingCache, HashingEmbedder, MiniLMEmbedder, make_embedder, prompt_keys
 from .success_gp import GPPrediction, SuccessGP
+from .success_model import SuccessModel, SuccessPrediction
 
 __all__ = [
     "__version__",
@@ -45,6 +46,8 @@ __all__ = [
     "make_embedder",
     "SuccessGP",
     "GPPrediction",
+    "SuccessModel",
+    "SuccessPrediction",
     "group_advantages",
     "group_ids_from_index",
     "token_advantages",

@@ -1,7 +1,8 @@
 """Ragged group advantages for GRPO, Dr. GRPO and RLOO (DESIGN.md section 4).
 
-Rewards come flat, r [N], one group per prompt of n_g >= 1 rollouts, given as sizes [G] or
-as CSR offsets [G+1]. For each group with mean m and Bessel-corrected std s:
+Rewards come flat, r [N], one group per prompt of n_g >= 1 rollouts, given as sizes [G], as
+CSR offsets [G+1] (rollouts of a group contiguous), or as an id per rollout (index=, groups
+interleaved, as in verl). For each group with mean m and Bessel-corrected std s:
 
     grpo    A = (r - m) / (s + eps)
     drgrpo  A = r - m
@@ -13,10 +14,11 @@ rollout gets A = 0 here, while verl sets mean 0 and std 1 for it, so its advanta
 reward r. A lone rollout has no baseline; passing r through would reward it for the reward
 scale alone. An all-equal group gives exactly 0 for every estimator (also with eps = 0).
 
-CUDA tensors run the Triton kernels in kernels/ (vipfast.kernels, imported on first CUDA use);
-tensors on any other device run a vectorised torch path (segment sums via index_add_, no
-Python loop over groups) that accumulates in float64 (float32 on MPS). The choice is made once per call from
-the device of `rewards` / `advantages`. Outputs are float32 on that device.
+The path is chosen once per call from the device of `rewards` / `advantages`: CPU tensors run
+the native core (vipfast._core: one pass for the sums, one for the output, float64 sums, no
+copy of contiguous input), CUDA tensors the Triton kernels in kernels/ (vipfast.kernels,
+imported on first CUDA use), other devices a vectorised torch path (float64 sums, float32 on
+MPS). Outputs are float32 on that device.
 """
 
 from __future__ import annotations
@@ -27,6 +29,9 @@ import numbers
 import numpy as np
 import torch
 
+from . import _core
+from .allocation import ESTIMATORS as ADVANTAGE_ESTIMATORS
+
 __all__ = [
     "ADVANTAGE_ESTIMATORS",
     "fused_token_advantages",
@@ -35,8 +40,9 @@ __all__ = [
     "token_advantages",
 ]
 
-ADVANTAGE_ESTIMATORS = ("grpo", "drgrpo", "rloo")
 LAYOUTS = ("packed", "padded")
+INT64_MAX = 2**63 - 1
+MAX_TOKENS = 2**61  # float32 outputs of 4 bytes a token stay within int64 byte counts
 
 
 def group_advantages(
@@ -44,6 +50,7 @@ def group_advantages(
     group_sizes=None,
     *,
     offsets=None,
+    index=None,
     estimator: str = "grpo",
     eps: float = 1e-6,
     check: bool = True,
@@ -53,25 +60,36 @@ def group_advantages(
     rewards      [N] real numbers (torch tensor, numpy array or sequence; int/bool become float)
     group_sizes  [G] integers >= 1 adding up to N; rollouts of a group are contiguous, in order
     offsets      [G+1] CSR bounds instead of group_sizes (keyword only): 0 = o_0 < ... < o_G = N
+    index        [N] a group id per rollout instead (keyword only): verl's uid strings, integers or
+                 any hashable ids, grouped as group_ids_from_index groups them; groups may
+                 interleave and the output stays in the order of rewards
     estimator    "grpo" | "drgrpo" | "rloo"
     eps          >= 0, added to the std for grpo
-    check        validate values (finite rewards, sizes >= 1 adding up to N); costs a few host
-                 syncs on CUDA. With check=False nothing data-dependent is checked: bad sizes
-                 give wrong numbers (never out-of-bounds access), and empty groups are tolerated.
+    check        check values too: rewards must be finite and groups non-empty. The structure is
+                 checked whatever check is (sizes >= 0 adding up to N, offsets from 0 to N that never
+                 decrease, one id per reward), so no input reads or writes out of bounds. With
+                 check=False empty groups are allowed and a NaN or inf reward gives non-finite
+                 advantages in its group; on CUDA it spares the host sync of the value scan, which
+                 also sends rewards beyond 2^100 (float64: 2^500) in magnitude to the torch path,
+                 as the kernels' unscaled sums could overflow on them.
 
-    Rewards of a verl-style batch (a uid per rollout, groups interleaved) are first grouped
-    with group_ids_from_index.
+    float32 output: drgrpo and rloo advantages beyond float32's range (|A| > 3.4e38, only from
+    float64 rewards) come out as +-inf.
     """
     estimator, eps = _estimator(estimator), _eps(eps)
     r = _real_vector(rewards, "rewards")
-    offs = _group_offsets(group_sizes, offsets, r.numel(), r.device, check, "group_advantages")
-    if check:
-        _check_finite(r, "rewards")
-    if _backend_for(r.device) == "triton":
-        from vipfast.kernels import group_advantages as kernels
-
-        return kernels.group_advantages_triton(_kernel_floats(r), offs, estimator=estimator, eps=eps)
-    return _group_advantages_torch(r, offs, estimator, eps)
+    _one_grouping(group_sizes, offsets, index, "group_advantages")
+    backend = _backend_for(r.device)
+    if backend == "native":
+        return _group_advantages_native(r, group_sizes, offsets, index, estimator, eps, check)
+    if index is not None:
+        order, sizes = _index_order(index, r)
+        backend = _scanned_backend(backend, r, check)
+        out = torch.empty(r.numel(), dtype=torch.float32, device=r.device)
+        out[order] = _group_advantages_on_device(backend, r[order], _offsets_from_sizes(sizes), estimator, eps)
+        return out
+    offs = _checked_offsets(group_sizes, offsets, r.numel(), r.device, check)
+    return _group_advantages_on_device(_scanned_backend(backend, r, check), r, offs, estimator, eps)
 
 
 def token_advantages(
@@ -85,19 +103,21 @@ def token_advantages(
     """Write each rollout's advantage to each of its response tokens.
 
     advantages        [N] real numbers, e.g. the output of group_advantages
-    response_lengths  [N] integers >= 0 (a verl response_mask gives them as mask.sum(-1))
+    response_lengths  [N] integers >= 0 (a verl response_mask gives them as mask.sum(-1)); always
+                      checked (>= 0, a total that int64 holds), whatever check is
     layout="packed"   -> Tensor[T] float32, T = sum of lengths, rollouts one after another
     layout="padded"   -> (Tensor[N, L] float32, mask Tensor[N, L] bool), tokens left-aligned
                          in each row (right padding, as verl's response_mask), padding 0.0;
                          L = max_len, or the longest response when max_len is None
+    check             accepted for symmetry with group_advantages; advantages are not scanned
     """
     a = _real_vector(advantages, "advantages")
-    lengths, width = _token_layout(response_lengths, a.numel(), a.device, layout, max_len, check, "advantages")
-    token_offsets = _offsets_from_sizes(lengths)
+    lengths, width = _token_layout(response_lengths, a.numel(), a.device, layout, max_len, "advantages")
     if _backend_for(a.device) == "triton":
         from vipfast.kernels import token_advantages as kernels
 
-        return kernels.token_advantages_triton(_kernel_floats(a), token_offsets, layout=layout, max_len=width)
+        return kernels.token_advantages_triton(_kernel_floats(a), _offsets_from_sizes(lengths), layout=layout,
+                                               max_len=width)
     return _token_advantages_torch(a, lengths, layout, width)
 
 
@@ -122,16 +142,19 @@ def fused_token_advantages(
         raise TypeError("fused_token_advantages() needs response_lengths")
     estimator, eps = _estimator(estimator), _eps(eps)
     r = _real_vector(rewards, "rewards")
-    offs = _group_offsets(group_sizes, offsets, r.numel(), r.device, check, "fused_token_advantages")
-    lengths, width = _token_layout(response_lengths, r.numel(), r.device, layout, max_len, check, "rewards")
-    if check:
-        _check_finite(r, "rewards")
-    token_offsets = _offsets_from_sizes(lengths)
-    if _backend_for(r.device) == "triton":
+    _one_grouping(group_sizes, offsets, None, "fused_token_advantages")
+    lengths, width = _token_layout(response_lengths, r.numel(), r.device, layout, max_len, "rewards")
+    backend = _backend_for(r.device)
+    if backend == "native":
+        group = _group_advantages_native(r, group_sizes, offsets, None, estimator, eps, check)
+        return _token_advantages_torch(group, lengths, layout, width)
+    offs = _checked_offsets(group_sizes, offsets, r.numel(), r.device, check)
+    if _scanned_backend(backend, r, check) == "triton":
         from vipfast.kernels import token_advantages as kernels
 
         return kernels.fused_token_advantages_triton(
-            _kernel_floats(r), offs, token_offsets, estimator=estimator, eps=eps, layout=layout, max_len=width)
+            _kernel_floats(r), offs, _offsets_from_sizes(lengths), estimator=estimator, eps=eps, layout=layout,
+            max_len=width)
     return _token_advantages_torch(_group_advantages_torch(r, offs, estimator, eps), lengths, layout, width)
 
 
@@ -145,38 +168,114 @@ def group_ids_from_index(index) -> tuple[torch.Tensor, torch.Tensor]:
         order, sizes = group_ids_from_index(batch.non_tensor_batch["uid"])
         adv = torch.empty_like(rewards)
         adv[order] = group_advantages(rewards[order], sizes)
+
+    (group_advantages(rewards, index=uids) does the same in one call.)
+
+    Ids are grouped by equality, as dict keys are: 1, 1.0 and True are one id, "1" another;
+    -0.0 and 0.0 are one id. A NaN id raises ValueError, for numpy, torch and Python inputs
+    alike: NaN is not equal to itself, so it names no group, and it almost always stands for a
+    missing uid; merging every NaN into one group, or making each its own group, would give
+    wrong advantages without a word.
+    """
+    if isinstance(index, torch.Tensor) and index.device.type != "cpu":
+        return _group_ids_torch(index)
+    group_of, num_groups = _core.dense_groups(_index_keys(index))
+    order, sizes = _core.group_order(group_of, num_groups)
+    return torch.from_numpy(order), torch.from_numpy(sizes)
+
+
+# ----------------------------------------------------------------------------------------------
+# native path (CPU tensors)
+
+
+def _group_advantages_native(r, group_sizes, offsets, index, estimator, eps, check) -> torch.Tensor:
+    out = torch.empty(r.numel(), dtype=torch.float32)
+    values = (r if r.dtype in (torch.float32, torch.float64) else r.to(torch.float32)).numpy()
+    if index is not None:
+        keys = _index_keys(index)
+        _same_length(keys.shape[0], r.numel(), "index")
+        if keys.dtype != object:
+            _core.keyed_advantages(values, keys, out.numpy(), estimator, eps, check)
+            return out
+        group_of, num_groups = _core.dense_groups(keys)
+        _core.indexed_advantages(values, group_of, num_groups, out.numpy(), estimator, eps, check)
+        return out
+    name, bounds = ("offsets", offsets) if offsets is not None else ("group_sizes", group_sizes)
+    _core.segment_advantages(values, _host_int64(bounds, name), offsets is not None, out.numpy(), estimator, eps,
+                             check, not check)
+    return out
+
+
+def _index_keys(index) -> np.ndarray:
+    """A 1-D numpy array the native grouping takes: int64 keys, or Python objects.
+
+    Floats become the bits of their float64 value (-0.0 as 0.0); NaN is refused (see
+    group_ids_from_index); numpy strings become Python strings.
     """
     if isinstance(index, torch.Tensor):
-        if index.ndim != 1:
-            raise ValueError(f"index must be 1-D, got shape {tuple(index.shape)}")
-        if index.dtype.is_complex:
-            raise TypeError(f"index must hold integers, strings or other hashable ids, got dtype {index.dtype}")
-        unique, inverse = torch.unique(index, sorted=True, return_inverse=True)
-        n, g = index.numel(), unique.numel()
-        positions = torch.arange(n, device=index.device)
-        first = torch.full((g,), n, dtype=torch.int64, device=index.device)
-        first.scatter_reduce_(0, inverse, positions, reduce="amin")
-        group_of = _rank(first)[inverse]
+        _check_index_tensor(index)
+        tensor = index.detach().cpu()
+        if tensor.is_floating_point():
+            tensor = tensor.to(torch.float64)
+        array = tensor.numpy()
+    elif isinstance(index, np.ndarray):
+        array = index
+    elif isinstance(index, (str, bytes)):
+        raise TypeError(f"index must be a 1-D sequence of hashable ids, got a single {type(index).__name__}")
     else:
-        try:  # plain sequences stay objects: np.asarray([1, "1"]) would merge two different ids
-            array = index if isinstance(index, np.ndarray) else np.asarray(index, dtype=object)
-        except Exception as error:  # ragged nested sequences
-            raise TypeError(f"index must be a 1-D sequence of hashable ids: {error}") from None
-        if array.ndim != 1:
-            raise ValueError(f"index must be 1-D, got shape {array.shape}")
-        if array.dtype.kind == "c":
-            raise TypeError(f"index must hold integers, strings or other hashable ids, got dtype {array.dtype}")
-        if array.dtype.kind == "O":  # verl keeps uids in object arrays: hash them in one pass
-            codes: dict = {}
-            group_of = torch.tensor([codes.setdefault(key, len(codes)) for key in array.tolist()], dtype=torch.int64)
-            g = len(codes)
-        else:
-            unique, first, inverse = np.unique(array, return_index=True, return_inverse=True)
-            g = unique.size
-            inverse = torch.from_numpy(inverse.reshape(-1).astype(np.int64))
-            group_of = _rank(torch.from_numpy(first.astype(np.int64)))[inverse]
-    order = torch.argsort(group_of, stable=True)
-    return order, torch.bincount(group_of, minlength=g)
+        # Plain sequences stay objects, one per element: np.asarray([1, "1"]) would merge two
+        # different ids, np.asarray([(1,), (2,)]) would make a 2-D array of them.
+        array = np.fromiter(index, dtype=object)
+    if array.ndim != 1:
+        raise ValueError(f"index must be 1-D, got shape {array.shape}")
+    kind = array.dtype.kind
+    if array.dtype == np.uint64:
+        return array.astype(np.int64)  # wraps, one to one: equal ids stay equal, different ones different
+    if kind in "iuO":
+        return array
+    if kind == "b":
+        return array.astype(np.int64)
+    if kind == "f":
+        values = array.astype(np.float64)
+        _refuse_nan(np.isnan(values), values)
+        return (values + 0.0).view(np.int64)  # + 0.0 turns -0.0 into 0.0
+    if kind in "US":
+        return array.astype(object)
+    raise TypeError(f"index must hold integers, floats, strings or other hashable ids, got dtype {array.dtype}")
+
+
+def _refuse_nan(is_nan, values) -> None:
+    first = _first_where(torch.as_tensor(is_nan), torch.as_tensor(values))
+    if first is not None:
+        raise ValueError(f"index[{first[0]}] = nan is not equal to itself (NaN), so it names no group")
+
+
+def _check_index_tensor(index: torch.Tensor) -> None:
+    if index.ndim != 1:
+        raise ValueError(f"index must be 1-D, got shape {tuple(index.shape)}")
+    if index.dtype.is_complex:
+        raise TypeError(f"index must hold integers, strings or other hashable ids, got dtype {index.dtype}")
+
+
+def _group_ids_torch(index: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """group_ids_from_index for tensors on any device, in torch ops (no host copy of the ids)."""
+    _check_index_tensor(index)
+    if index.is_floating_point():
+        _refuse_nan(torch.isnan(index), index)
+        index = index.to(torch.float64) + 0.0
+    unique, inverse = torch.unique(index, sorted=True, return_inverse=True)
+    n, g = index.numel(), unique.numel()
+    positions = torch.arange(n, device=index.device)
+    first = torch.full((g,), n, dtype=torch.int64, device=index.device)
+    first.scatter_reduce_(0, inverse, positions, reduce="amin")
+    group_of = _rank(first)[inverse]
+    return torch.argsort(group_of, stable=True), torch.bincount(group_of, minlength=g)
+
+
+def _index_order(index, r: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    order, sizes = group_ids_from_index(index)
+    _same_length(order.numel(), r.numel(), "index")
+    return order.to(r.device), sizes.to(r.device)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -184,31 +283,37 @@ def group_ids_from_index(index) -> tuple[torch.Tensor, torch.Tensor]:
 
 
 def _group_advantages_torch(r: torch.Tensor, offsets: torch.Tensor, estimator: str, eps: float) -> torch.Tensor:
-    """Vectorised segment statistics in float64; same shifted-mean / scaled-std as the kernel."""
+    """Vectorised segment statistics in float64 (float32 on MPS), each group scaled by a power of two.
+
+    Scaling group g by unit_g = 2^-e, with max|r| = m 2^e (m in [0.5, 1)), is exact and brings its
+    rewards into (-1, 1): neither the sums nor the squares can overflow, even for float64 rewards
+    near the largest double. The mean is shifted by the group's first reward, so an all-equal
+    group has r - mean == 0 exactly.
+    """
     n_rollouts, n_groups = r.numel(), offsets.numel() - 1
     if n_rollouts == 0 or n_groups <= 0:
         return torch.zeros(n_rollouts, dtype=torch.float32, device=r.device)
-    x = r.to(torch.float32 if r.device.type == "mps" else torch.float64)  # MPS has no float64
+    dtype = torch.float32 if r.device.type == "mps" else torch.float64  # MPS has no float64
+    x = r.to(dtype)
     sizes = offsets.diff()
     group_of = torch.repeat_interleave(torch.arange(n_groups, device=r.device), sizes, output_size=n_rollouts)
-    # Shift by each group's first reward: an all-equal group then has r - mean == 0 exactly.
-    shift = x[offsets[:-1].clamp(0, n_rollouts - 1)]
-    n = sizes.to(x.dtype)
-    total = torch.zeros_like(n).index_add_(0, group_of, x - shift[group_of])
+    largest = torch.zeros(n_groups, dtype=dtype, device=r.device).scatter_reduce_(0, group_of, x.abs(), reduce="amax")
+    lowest = -120 if dtype == torch.float32 else -1000  # 2^-lowest stays finite: tiny groups scale up exactly
+    unit = torch.ldexp(torch.ones_like(largest), -torch.frexp(largest).exponent.clamp(min=lowest))
+    y = x * unit[group_of]
+    shift = y[offsets[:-1].clamp(0, n_rollouts - 1)]
+    n = sizes.to(dtype)
+    total = torch.zeros_like(n).index_add_(0, group_of, y - shift[group_of])
     mean = shift + total / n.clamp(min=1)
-    centred = x - mean[group_of]
+    centred = y - mean[group_of]
     if estimator == "grpo":
-        # Sum squares of centred / max|centred| so huge rewards cannot overflow.
-        dmax = torch.zeros_like(mean).scatter_reduce_(0, group_of, centred.abs(), reduce="amax")
-        inv_dmax = torch.where(dmax > 0, 1 / torch.where(dmax > 0, dmax, 1), 0)
-        scaled = centred * inv_dmax[group_of]
-        squares = torch.zeros_like(mean).index_add_(0, group_of, scaled * scaled)
-        denom = dmax * torch.sqrt(squares / (n - 1).clamp(min=1)) + eps
+        squares = torch.zeros_like(mean).index_add_(0, group_of, centred * centred)
+        denom = torch.sqrt(squares / (n - 1).clamp(min=1)) + eps * unit
         scale = torch.where(denom > 0, 1 / torch.where(denom > 0, denom, 1), 0)
     elif estimator == "drgrpo":
-        scale = torch.ones_like(mean)
+        scale = 1 / unit
     else:
-        scale = n / (n - 1).clamp(min=1)
+        scale = n / (n - 1).clamp(min=1) / unit
     scale = torch.where(sizes >= 2, scale, 0)
     return (centred * scale[group_of]).to(torch.float32)
 
@@ -226,8 +331,19 @@ def _token_advantages_torch(a: torch.Tensor, lengths: torch.Tensor, layout: str,
 
 
 def _backend_for(device: torch.device) -> str:
-    """'triton' for CUDA tensors, 'torch' otherwise (tests point this at Triton's interpreter)."""
+    """'native' for CPU tensors, 'triton' for CUDA tensors, 'torch' otherwise (tests point this elsewhere)."""
+    if device.type == "cpu":
+        return "native"
     return "triton" if device.type == "cuda" else "torch"
+
+
+def _group_advantages_on_device(backend: str, r: torch.Tensor, offsets: torch.Tensor, estimator: str,
+                                eps: float) -> torch.Tensor:
+    if backend == "triton":
+        from vipfast.kernels import group_advantages as kernels
+
+        return kernels.group_advantages_triton(_kernel_floats(r), offsets, estimator=estimator, eps=eps)
+    return _group_advantages_torch(r, offsets, estimator, eps)
 
 
 def _kernel_floats(x: torch.Tensor) -> torch.Tensor:
@@ -260,6 +376,8 @@ def _as_vector(value, name: str, integer: bool) -> torch.Tensor:
             raise TypeError(f"{name} must hold {what}, got dtype {array.dtype}")
         if array.dtype.kind == "f" and array.dtype.itemsize > 8:
             array = array.astype(np.float64)  # long double has no torch dtype
+        if not integer and array.dtype == np.uint64:
+            array = array.astype(np.float32)  # uint64 has few torch ops; integer rewards become float32
         tensor = torch.as_tensor(array)
     if tensor.ndim != 1:
         raise ValueError(f"{name} must be 1-D, got shape {tuple(tensor.shape)}")
@@ -271,8 +389,13 @@ def _real_vector(value, name: str) -> torch.Tensor:
     return tensor if tensor.is_floating_point() else tensor.to(torch.float32)
 
 
-def _index_vector(value, name: str, device: torch.device) -> torch.Tensor:
-    return _as_vector(value, name, integer=True).to(device=device, dtype=torch.int64)
+def _host_int64(value, name: str) -> np.ndarray:
+    """Integers as an int64 numpy array on the host; uint64 above 2^63 - 1 is refused, not wrapped."""
+    array = _as_vector(value, name, integer=True).detach().cpu().numpy()
+    if array.dtype == np.uint64 and array.size and array.max() > INT64_MAX:
+        i = int(np.argmax(array > INT64_MAX))
+        raise ValueError(f"{name}[{i}] = {array[i]} does not fit in int64")
+    return array.astype(np.int64, copy=False)
 
 
 def _offsets_from_sizes(sizes: torch.Tensor) -> torch.Tensor:
@@ -291,51 +414,57 @@ def _first_where(bad: torch.Tensor, values: torch.Tensor) -> tuple[int, object] 
     return int(where), values[where].item()
 
 
-def _check_finite(x: torch.Tensor, name: str) -> None:
-    if x.is_floating_point():
-        first = _first_where(~torch.isfinite(x), x)
-        if first is not None:
-            raise ValueError(f"{name} must be finite: {name}[{first[0]}] = {first[1]}")
+def _largest_finite(x: torch.Tensor, name: str) -> float:
+    """max |x|, after checking that every value is finite (one host sync when they are)."""
+    if not x.is_floating_point() or x.numel() == 0:
+        return 0.0
+    largest = float(x.abs().amax())
+    if not math.isfinite(largest):
+        index, value = _first_where(~torch.isfinite(x), x)
+        raise ValueError(f"{name} must be finite: {name}[{index}] = {value}")
+    return largest
 
 
-def _group_offsets(group_sizes, offsets, n_rollouts: int, device, check: bool, caller: str) -> torch.Tensor:
-    if (group_sizes is None) == (offsets is None):
-        raise TypeError(f"{caller}() needs exactly one of group_sizes and offsets=")
-    if group_sizes is not None:
-        sizes = _index_vector(group_sizes, "group_sizes", device)
-        if check:
-            first = _first_where(sizes <= 0, sizes)
-            if first is not None:
-                index, value = first
-                why = "is negative" if value < 0 else "is an empty group (drop it, or pass check=False)"
-                raise ValueError(f"group_sizes[{index}] = {value} {why}; every group needs at least one rollout")
-            total = int(sizes.sum())
-            if total != n_rollouts:
-                raise ValueError(f"group_sizes add up to {total} but rewards has {n_rollouts} entries")
-        return _offsets_from_sizes(sizes)
-    offs = _index_vector(offsets, "offsets", device)
-    if offs.numel() == 0:
-        raise ValueError("offsets must have G + 1 >= 1 entries (offsets = [0] for an empty batch)")
-    if check:
-        bounds = offs[[0, -1]].tolist()
-        if bounds[0] != 0:
-            raise ValueError(f"offsets must start at 0, got offsets[0] = {bounds[0]}")
-        first = _first_where(offs.diff() <= 0, offs[1:])
-        if first is not None:
-            index = first[0] + 1
-            raise ValueError(
-                f"offsets must be strictly increasing (every group needs at least one rollout): "
-                f"offsets[{index}] = {first[1]} after offsets[{index - 1}] = {int(offs[index - 1])}")
-        if bounds[1] != n_rollouts:
-            raise ValueError(f"offsets end at {bounds[1]} but rewards has {n_rollouts} entries")
-    return offs
+# Rewards the Triton kernels take without overflow: their sums run unscaled, in float32 for
+# float16/32 rewards (n * 2 * 2^100 stays far below 3.4e38) and in float64 for float64 rewards.
+_KERNEL_SAFE_MAGNITUDE = {torch.float64: 2.0**500}
 
 
-def _token_layout(response_lengths, n_rollouts: int, device, layout, max_len, check: bool, against: str):
-    """Validated lengths [N] int64 and the padded width (0 for packed)."""
+def _scanned_backend(backend: str, r: torch.Tensor, check: bool) -> str:
+    """The value scan of check=True; rewards too large for the kernels' unscaled sums go to the
+    torch path, which scales every group by a power of two."""
+    if not check:
+        return backend
+    largest = _largest_finite(r, "rewards")
+    if backend == "triton" and largest > _KERNEL_SAFE_MAGNITUDE.get(r.dtype, 2.0**100):
+        return "torch"
+    return backend
+
+
+def _same_length(count: int, n_rollouts: int, name: str) -> None:
+    if count != n_rollouts:
+        raise ValueError(f"{name} has {count} entries but rewards has {n_rollouts}")
+
+
+def _one_grouping(group_sizes, offsets, index, caller: str) -> None:
+    given = [value is not None for value in (group_sizes, offsets, index)]
+    if sum(given) != 1:
+        forms = "group_sizes, offsets= and index=" if caller == "group_advantages" else "group_sizes and offsets="
+        raise TypeError(f"{caller}() needs exactly one of {forms}")
+
+
+def _checked_offsets(group_sizes, offsets, n_rollouts: int, device, check: bool) -> torch.Tensor:
+    """CSR offsets [G+1] on device, checked on the host by the native core (one copy from a GPU)."""
+    name, bounds = ("offsets", offsets) if offsets is not None else ("group_sizes", group_sizes)
+    checked = _core.group_offsets(_host_int64(bounds, name), offsets is not None, n_rollouts, not check)
+    return torch.from_numpy(checked).to(device)
+
+
+def _token_layout(response_lengths, n_rollouts: int, device, layout, max_len, against: str):
+    """Checked lengths [N] int64 on device and the padded width (0 for packed)."""
     if layout not in LAYOUTS:
         raise ValueError(f"layout must be 'packed' or 'padded', got {layout!r}")
-    lengths = _index_vector(response_lengths, "response_lengths", device)
+    lengths = _as_vector(response_lengths, "response_lengths", integer=True)
     if lengths.numel() != n_rollouts:
         raise ValueError(f"response_lengths has {lengths.numel()} entries but {against} has {n_rollouts}")
     if max_len is not None:
@@ -345,17 +474,38 @@ def _token_layout(response_lengths, n_rollouts: int, device, layout, max_len, ch
             raise TypeError(f"max_len must be an integer or None, got {type(max_len).__name__}")
         if max_len < 0:
             raise ValueError(f"max_len must be >= 0, got {max_len}")
-    if check:
-        first = _first_where(lengths < 0, lengths)
-        if first is not None:
-            raise ValueError(f"response_lengths must be >= 0: response_lengths[{first[0]}] = {first[1]}")
+    lengths = _as_int64_on(lengths, "response_lengths", device)
+    longest = _check_lengths(lengths)
     if layout == "packed":
         return lengths, 0
-    if max_len is None:
-        return lengths, (int(lengths.max()) if n_rollouts else 0)
-    if check and n_rollouts and int(lengths.max()) > max_len:
-        raise ValueError(f"max_len = {max_len} is shorter than the longest response ({int(lengths.max())} tokens)")
-    return lengths, int(max_len)
+    if max_len is not None and longest > max_len:
+        raise ValueError(f"max_len = {max_len} is shorter than the longest response ({longest} tokens)")
+    width = longest if max_len is None else int(max_len)
+    if n_rollouts * width >= MAX_TOKENS:
+        raise ValueError(f"a padded output of {n_rollouts} x {width} tokens would need more than 2^63 bytes")
+    return lengths, width
+
+
+def _as_int64_on(tensor: torch.Tensor, name: str, device) -> torch.Tensor:
+    if tensor.dtype == torch.uint64:
+        return torch.from_numpy(_host_int64(tensor, name)).to(device)
+    return tensor.to(device=device, dtype=torch.int64)
+
+
+def _check_lengths(lengths: torch.Tensor) -> int:
+    """The longest length; every length >= 0 and the float32 output within int64 bytes (one host sync)."""
+    if lengths.numel() == 0:
+        return 0
+    low, high = (int(value) for value in torch.aminmax(lengths))
+    if low < 0:
+        index, value = _first_where(lengths < 0, lengths)
+        raise ValueError(f"response_lengths must be >= 0: response_lengths[{index}] = {value}")
+    # Each length is <= high, so the int64 sum cannot wrap unless high * N could.
+    total = float(lengths.to(torch.float64).sum()) if high > INT64_MAX // lengths.numel() else int(lengths.sum())
+    if total >= MAX_TOKENS:
+        raise ValueError(f"response_lengths add up to about {total:.4g} tokens; a float32 output that long "
+                         f"would need more than 2^63 bytes")
+    return high
 
 
 def _estimator(estimator) -> str:

@@ -1,9 +1,9 @@
-"""Success-probability predictor (DESIGN.md section 3): a Gaussian process over prompt embeddings.
+"""Success-probability predictor: a Gaussian process over prompt embeddings.
 
     gp = vipfast.SuccessGP(384)
-    gp.observe(keys, embeddings, successes, trials)   # after each step's rollouts are verified
+    prediction = gp.predict(keys, embeddings)         # before the step's rollouts: GPPrediction
+    gp.observe(keys, embeddings, successes, trials, prediction=prediction)   # after they are verified
     gp.advance()                                      # one training step has passed
-    mean, var, p, w = gp.predict(keys, embeddings)    # before the next step's rollouts
 
 The latent logit f of a prompt has a GP prior over its L2-normalised embedding; k successes in
 n trials become a Gaussian pseudo-observation of f, and evidence of age a steps is tempered by
@@ -29,13 +29,28 @@ STATE_FORMAT_VERSION: int = _core.SUCCESS_GP_STATE_VERSION
 _INT64_MAX = 2**63 - 1
 
 
-class GPPrediction(NamedTuple):
-    """Posterior summaries per prompt, each float64 [Q]."""
-
+class _Posterior(NamedTuple):
     mean: np.ndarray    # posterior mean of the logit f (of a + b f when recalibrated)
     var: np.ndarray     # posterior variance of f (b^2 var when recalibrated)
     proba: np.ndarray   # p-hat = E[sigmoid(f)] (moderated) or sigmoid(mean) (plugin)
     weight: np.ndarray  # E[sigmoid(f)(1 - sigmoid(f))], the allocation weight
+
+
+class GPPrediction(_Posterior):
+    """Posterior summaries per prompt, each float64 [Q]: mean, var, proba, weight.
+
+    It unpacks as those four. `basis` is what `SuccessGP.observe(..., prediction=...)` takes back
+    for the same keys: the keys, the GP's posterior of the logit before recalibration (which the
+    recalibration scores against the outcomes) and, from the fast engine, the feature rows it
+    computed with the id of the inducing set they belong to (reused while that set is in use).
+    """
+
+    basis: _core.PredictionBasis | None = None
+
+    def __new__(cls, mean, var, proba, weight, basis: _core.PredictionBasis | None = None):
+        prediction = super().__new__(cls, mean, var, proba, weight)
+        prediction.basis = basis
+        return prediction
 
 
 def _as_embeddings(embeddings, dim: int) -> np.ndarray:
@@ -86,10 +101,31 @@ def _integer(value, name: str) -> int:
     return as_int64(value, name)
 
 
-def _choice(value, name: str, options: tuple[str, ...]) -> str:
-    if value not in options:
-        raise ValueError(f"{name} must be one of {options}, got {value!r}")
+def _optional_real(value, name: str) -> float | None:
+    return None if value is None else _real(value, name)
+
+
+def _text(value, name: str) -> str:
+    if not isinstance(value, str):
+        raise TypeError(f"{name} must be a str, got {type(value).__name__} {value!r}")
     return value
+
+
+# Python types per kind of option; the option table and every value check live in the native core.
+_COERCE = {"int": _integer, "float": _real, "float or None": _optional_real, "str": _text}
+
+
+def _native_config(options: Mapping[str, Any]) -> _core.SuccessGPConfig:
+    config = _core.SuccessGPConfig()
+    for name, kind in _core.SuccessGPConfig.option_kinds().items():
+        setattr(config, name, _COERCE[kind](options[name], name))
+    return config
+
+
+def _basis(prediction) -> _core.PredictionBasis:
+    if not isinstance(prediction, GPPrediction) or prediction.basis is None:
+        raise TypeError(f"prediction must be a GPPrediction returned by SuccessGP.predict, got {type(prediction).__name__}")
+    return prediction.basis
 
 
 class SuccessGP:
@@ -120,70 +156,45 @@ class SuccessGP:
         docs/success_gp.md, "Recalibration".
     """
 
-    __slots__ = ("_gp", "_version", "_last")
+    __slots__ = ("_gp",)
 
     def __init__(self, dim, *, lengthscale=None, signal_var=1.0, prior_mean=None, forgetting=0.95, capacity=4096,
                  mode="auto", noise="binomial", jitter=None, clip=0.01, proba="moderated", num_inducing=384,
                  auto_exact_max=1024, calibration_window=0):
-        noise = _choice(noise, "noise", ("binomial", "fixed", "laplace"))
+        options = dict(locals())  # the keyword arguments, by name: one per row of the native option table
+        del options["self"]
         if jitter is None:
-            jitter = 1e-4 if noise == "fixed" else 0.0
-        self._version, self._last = 0, None
-        self._gp = _core.SuccessGP(
-            _integer(dim, "dim"),
-            None if lengthscale is None else _real(lengthscale, "lengthscale"),
-            _real(signal_var, "signal_var"),
-            None if prior_mean is None else _real(prior_mean, "prior_mean"),
-            _real(forgetting, "forgetting"),
-            _integer(capacity, "capacity"),
-            _choice(mode, "mode", ("exact", "fast", "auto")),
-            noise,
-            _real(jitter, "jitter"),
-            _real(clip, "clip"),
-            _choice(proba, "proba", ("moderated", "plugin")),
-            _integer(num_inducing, "num_inducing"),
-            _integer(auto_exact_max, "auto_exact_max"),
-            _integer(calibration_window, "calibration_window"),
-        )
+            options["jitter"] = 1e-4 if noise == "fixed" else 0.0
+        self._gp = _core.SuccessGP(_native_config(options))
 
     # -- training loop -------------------------------------------------------------------
 
-    def observe(self, keys, embeddings, successes, trials, prediction=None) -> None:
+    def predict(self, keys, embeddings) -> GPPrediction:
+        """Posterior mean and variance of the logit, p-hat and E[p(1-p)] in one pass; changes nothing."""
+        mean, var, proba, weight, basis = self._gp.predict(as_uint64_keys(keys), _as_embeddings(embeddings, self._gp.dim))
+        return GPPrediction(mean, var, proba, weight, basis)
+
+    def observe(self, keys, embeddings, successes, trials, prediction: GPPrediction | None = None) -> None:
         """Add one step's outcomes: keys uint64 [Q], embeddings [Q, dim], successes real [Q], trials int [Q].
 
         Successes may be fractional: rewards in [0, 1] summed per group count as that many successes.
-
         Duplicate keys are merged (counts summed, the last embedding kept); rows with trials == 0
         carry no evidence. A key seen before keeps its forgotten counts and adds these to them.
+
+        prediction: what `predict` returned for the same keys in the same order (ValueError
+        otherwise), typically the plan that drew these rollouts. Recalibration scores its outcomes
+        against it, and the fast engine reuses the features it computed. Without it, a model with
+        recalibration predicts the rows first.
+
+        If it raises, the model is exactly as before.
         """
         self._gp.observe(as_uint64_keys(keys), _as_embeddings(embeddings, self._gp.dim),
-                         as_float64_array(successes, "successes", 1), _as_counts(trials, "trials"))
-        self._changed()
+                         as_float64_array(successes, "successes", 1), _as_counts(trials, "trials"),
+                         None if prediction is None else _basis(prediction))
 
     def advance(self, steps: int = 1) -> None:
         """`steps` training steps have passed: all stored evidence ages (weight * forgetting**steps)."""
         self._gp.advance(_integer(steps, "steps"))
-        self._changed()
-
-    def _changed(self) -> None:
-        # After the native call returns, so a prediction racing with it is never cached as current.
-        self._version += 1
-        self._last = None
-
-    def predict(self, keys, embeddings) -> GPPrediction:
-        """Posterior mean and variance of the logit, p-hat and E[p(1-p)] in one pass.
-
-        The last result is kept until the model changes, so predict_proba followed by
-        expected_bernoulli_variance on the same batch costs one prediction.
-        """
-        keys = as_uint64_keys(keys)
-        x = _as_embeddings(embeddings, self._gp.dim)
-        version, last = self._version, self._last
-        if last is not None and last[0] == version and np.array_equal(last[1], keys) and np.array_equal(last[2], x):
-            return GPPrediction(*(a.copy() for a in last[3]))
-        prediction = GPPrediction(*self._gp.predict(keys, x))
-        self._last = (version, keys.copy(), x.copy(), tuple(a.copy() for a in prediction))
-        return prediction
 
     def predict_latent(self, keys, embeddings) -> tuple[np.ndarray, np.ndarray]:
         """(mean, var) of the posterior of the logit f (of a + b f when recalibrated), float64 [Q] each."""
@@ -248,6 +259,11 @@ class SuccessGP:
         noise="laplace", each site's linearisation point f*."""
         return self._gp.pseudo_observations()
 
+    def stored_sites(self, keys) -> tuple[np.ndarray, np.ndarray]:
+        """(precision, target), float64 [Q]: each key's pseudo-observation now (precision s^-2 * forgetting**age),
+        precision 0 for keys the store does not hold. What a prediction at a stored key owes to its own counts."""
+        return self._gp.stored_sites(as_uint64_keys(keys))
+
     # -- state ---------------------------------------------------------------------------
 
     def state_dict(self) -> dict[str, Any]:
@@ -262,7 +278,6 @@ class SuccessGP:
         plain = {key: value.item() if isinstance(value, np.generic) else value for key, value in state.items()}
         gp = cls.__new__(cls)
         gp._gp = _core.SuccessGP.from_state(plain)
-        gp._version, gp._last = 0, None
         return gp
 
     def __getstate__(self):
@@ -270,7 +285,6 @@ class SuccessGP:
 
     def __setstate__(self, state):
         self._gp = type(self).from_state_dict(state)._gp
-        self._version, self._last = 0, None
 
     def __repr__(self) -> str:
         config = self.config

@@ -26,14 +26,16 @@ import numpy as np
 
 from . import _core
 from ._validation import as_uint64_keys
-from .allocators.prompt_table import PromptTable
+from .allocators.prompt_table import PromptTable, merge_duplicate_keys
 from .success_gp import SuccessGP
 
 __all__ = ["SuccessModel", "SuccessPrediction"]
 
-_NEWTON_STEPS = 30
-_HERMITE = np.polynomial.hermite_e.hermegauss(48)
-_PREDICTIVE_NODES = np.polynomial.hermite_e.hermegauss(16)
+_NEWTON_STEPS = 60
+_MAX_NEWTON_STEP = 2.0  # logits
+_HERMITE = np.polynomial.hermite_e.hermegauss(96)
+_SELECTION_NODES = np.polynomial.hermite_e.hermegauss(16)
+_SELECTION_ROWS = 256  # observed rows that score the candidates each update, at most (about)
 # Candidate prompt-effect variances τ² (logit²) and the per-update weight of past scores.
 _PROMPT_VAR_GRID = np.geomspace(0.05, 100.0, 12)
 _PROMPT_VAR_FORGETTING = 0.9
@@ -68,7 +70,8 @@ class SuccessModel:
             raise ValueError(f"forgetting must lie in (0, 1], got {forgetting}")
         if not prompt_var > 0:
             raise ValueError(f"prompt_var must be > 0, got {prompt_var}")
-        options = dict(noise="laplace", signal_var=16.0, forgetting=forgetting, mode="fast", capacity=4096)
+        options = dict(noise="laplace", signal_var=16.0, forgetting=forgetting, mode="fast", capacity=4096,
+                       num_inducing=128)
         options.update(gp_options or {})
         options["jitter"] = float(prompt_var)
         self.gp = SuccessGP(dim, **options)
@@ -91,23 +94,13 @@ class SuccessModel:
     def _cavity(self, keys, gp_prediction) -> tuple[np.ndarray, np.ndarray]:
         """The GP's posterior at each prompt without that prompt's own site (exact for Gaussian sites)."""
         mean, var = gp_prediction.mean, gp_prediction.var
-        site_precision, site_target = self._sites(keys)
+        site_precision, site_target = self.gp.stored_sites(keys)
         precision = 1.0 / var - site_precision
         held = (site_precision > 0) & (precision > 1e-12)
         cavity_var = np.where(held, 1.0 / np.where(held, precision, 1.0), var)
         cavity_mean = np.where(held, cavity_var * (mean / var - site_precision * site_target), mean)
         return cavity_mean, cavity_var
 
-    def _sites(self, keys) -> tuple[np.ndarray, np.ndarray]:
-        stored = self.gp.pseudo_observations()
-        index = {k: i for i, k in enumerate(stored["keys"].tolist())}
-        rows = np.array([index.get(k, -1) for k in keys.tolist()], dtype=np.int64)
-        held = rows >= 0
-        precision = np.zeros(len(keys))
-        target = np.zeros(len(keys))
-        precision[held] = 1.0 / stored["noise_var"][rows[held]]
-        target[held] = stored["targets"][rows[held]]
-        return precision, target
 
     def _prior(self, cavity_mean, cavity_var, prompt_var, calibrated=None):
         """The prior for f: N(m, v + τ²) from the embeddings, recalibrated (a + b m, b² (v + τ²)) when the
@@ -138,9 +131,9 @@ class SuccessModel:
                                 trials)
         if not self.fixed_prompt_var:
             self._update_prompt_var(prediction, successes, trials)
-        keys, successes, trials, embeddings = _merge_duplicates(keys, successes, trials, embeddings)
-        old_successes, old_trials = self.own_counts(keys)
         self.gp.observe(keys, embeddings, successes, trials, prediction=prediction.gp)
+        keys, successes, trials = merge_duplicate_keys(keys, successes, trials)
+        old_successes, old_trials = self.own_counts(keys)
         rows = self.counts.insert(keys)
         self.counts.write("successes", rows, old_successes + successes)
         self.counts.write("trials", rows, old_trials + trials)
@@ -160,9 +153,10 @@ class SuccessModel:
         p(1 − p). It does not depend on the budget, and the true weights minimise its expectation; a choice
         that calls an informative prompt settled pays for it through 1/√ŵ.
         """
-        seen = trials >= 2
-        if not seen.any():
+        seen = np.flatnonzero(trials >= 2)
+        if not len(seen):
             return
+        seen = seen[:: max(1, len(seen) // _SELECTION_ROWS)]  # an even subsample bounds the cost
         n, k = trials[seen].astype(np.float64), successes[seen]
         informative = k * (n - k) / (n * (n - 1))
         own_k, own_n = prediction.own_successes[seen][:, None], prediction.own_trials[seen][:, None]
@@ -172,7 +166,7 @@ class SuccessModel:
             mean, var = self._prior(np.broadcast_to(cavity_mean, tau2.shape).ravel(),
                                     np.broadcast_to(cavity_var, tau2.shape).ravel(), tau2.ravel(), calibrated)
             mean, var = _laplace_posterior(mean.reshape(tau2.shape), var.reshape(tau2.shape), own_k, own_n)
-            root = np.sqrt(np.maximum(_moments(mean.ravel(), var.ravel())[1].reshape(tau2.shape), 1e-12))
+            root = np.sqrt(np.maximum(_quick_weight(mean, var), 1e-12))
             loss = (informative[:, None] / root).sum(0) * root.sum(0) / len(n) ** 2
             self.prompt_var_scores[choice] = _PROMPT_VAR_FORGETTING * self.prompt_var_scores[choice] + loss
         choice, best = np.unravel_index(int(np.argmin(self.prompt_var_scores)), self.prompt_var_scores.shape)
@@ -187,12 +181,9 @@ class SuccessModel:
 
     def stats(self) -> dict:
         return dict(prompts_held=len(self.counts), gp_stored=self.gp.num_stored, prompt_var=self.prompt_var,
+                    recalibrated=self.use_calibration,
                     calibration=dict(offset=self.calibration.offset, scale=float(np.exp(self.calibration.log_scale))),
                     memory_bytes=self.counts.memory_bytes)
-
-    def options(self) -> dict:
-        return dict(gp_options=self.gp.config, fixed_prompt_var=self.fixed_prompt_var, forgetting=self.forgetting,
-                    capacity=self.counts.capacity)
 
     def state_arrays(self) -> dict[str, np.ndarray]:
         arrays = {f"gp/{k}": np.asarray(v) for k, v in self.gp.state_dict().items()}
@@ -221,58 +212,49 @@ class SuccessModel:
         self.step = int(arrays["step"])
 
 
-def _merge_duplicates(keys, successes, trials, embeddings):
-    """One row per distinct key, counts summed, the last embedding kept (as SuccessGP merges them)."""
-    unique, first, inverse = np.unique(keys, return_index=True, return_inverse=True)
-    if len(unique) == len(keys):
-        return keys, successes, trials, embeddings
-    last = np.zeros(len(unique), dtype=np.int64)
-    last[inverse] = np.arange(len(keys))
-    return (unique, np.bincount(inverse, weights=successes, minlength=len(unique)),
-            np.bincount(inverse, weights=trials, minlength=len(unique)).astype(np.int64), np.asarray(embeddings)[last])
-
-
 def _laplace_posterior(prior_mean, prior_var, successes, trials):
     """N(f̂, 1/(n σ(f̂)σ(−f̂) + 1/V)) at the mode f̂ of k log σ(f) + (n − k) log σ(−f) − (f − m)²/(2V).
 
-    The log posterior is strictly concave, so its derivative falls monotonically; its root lies in
-    [m − V(n + 1), m + V(n + 1)]. Newton's steps are kept inside the shrinking bracket (a step that would
-    leave it bisects instead), which converges from any start where plain Newton can oscillate."""
+    The log posterior is strictly concave and its derivative at m is g₀ = k − n σ(m); for f past m on g₀'s side
+    the derivative is at most |g₀| − |f − m|/V in size, so the mode lies between m and m + V g₀. Newton's steps,
+    at most two logits long, are kept inside that shrinking bracket (a step that would leave it bisects),
+    which converges where plain Newton can oscillate on the logistic's flat tails."""
     m = np.asarray(prior_mean, dtype=np.float64)
     v = np.asarray(prior_var, dtype=np.float64)
     k, n = np.asarray(successes, dtype=np.float64), np.asarray(trials, dtype=np.float64)
     m, v, k, n = np.broadcast_arrays(m, v, k, n)
-    low, high = m - v * (n + 1), m + v * (n + 1)
-    f = m.copy()
+    far = m + v * (k - n * _sigmoid(m))
+    low, high = np.minimum(m, far), np.maximum(m, far)
+    f = np.clip(m, low, high)
     for _ in range(_NEWTON_STEPS):
         p = _sigmoid(f)
         gradient = k - n * p - (f - m) / v
         low = np.where(gradient > 0, f, low)
         high = np.where(gradient > 0, high, f)
-        step = f + gradient / (n * p * (1 - p) + 1.0 / v)
-        f = np.where((step > low) & (step < high), step, 0.5 * (low + high))
+        step = np.clip(gradient / (n * p * (1 - p) + 1.0 / v), -_MAX_NEWTON_STEP, _MAX_NEWTON_STEP)
+        updated = np.where((f + step >= low) & (f + step <= high), f + step, 0.5 * (low + high))
+        converged = np.all(np.abs(updated - f) <= 1e-9)
+        f = updated
+        if converged:
+            break
     p = _sigmoid(f)
     return f, 1.0 / (n * p * (1 - p) + 1.0 / v)
 
 
 def _sigmoid(f):
-    return 0.5 * (1.0 + np.tanh(0.5 * f))
-
-
-def _log_predictive(mean, var, successes, trials):
-    """log ∫ σ(f)^k σ(−f)^(n−k) N(f; mean, var) df by Gauss–Hermite (the binomial coefficient dropped: it does
-    not depend on the model)."""
-    nodes, weights = _PREDICTIVE_NODES
-    f = mean[..., None] + np.sqrt(var)[..., None] * nodes
-    log_p, log_q = -np.logaddexp(0.0, -f), -np.logaddexp(0.0, f)
-    terms = successes[..., None] * log_p + (trials - successes)[..., None] * log_q + np.log(weights / weights.sum())
-    return np.logaddexp.reduce(terms, axis=-1)
+    return 1.0 / (1.0 + np.exp(-np.clip(f, -700.0, 700.0)))
 
 
 def _moments(mean, var):
-    """(E[σ(f)], E[σ(f)(1 − σ(f))]) for f ~ N(mean, var) by Gauss–Hermite quadrature."""
+    """(E[σ(f)], E[σ(f)(1 − σ(f))]) for f ~ N(mean, var): Gauss–Hermite for the first, the core's quadrature
+    (Gauss–Legendre over σ(f) where the variance is large) for the second."""
     nodes, weights = _HERMITE
-    f = mean[:, None] + np.sqrt(var)[:, None] * nodes[None, :]
-    p = _sigmoid(f)
-    weights = weights / weights.sum()
-    return p @ weights, (p * (1 - p)) @ weights
+    p = _sigmoid(mean[:, None] + np.sqrt(var)[:, None] * nodes[None, :])
+    return p @ (weights / weights.sum()), _core.expected_bernoulli_variance(mean, var)
+
+
+def _quick_weight(mean, var):
+    """E[σ(f)(1 − σ(f))] by a 20-node Gauss–Hermite rule, any shape: enough to rank candidate choices."""
+    nodes, weights = _SELECTION_NODES
+    p = _sigmoid(mean[..., None] + np.sqrt(var)[..., None] * nodes)
+    return (p * (1 - p)) @ (weights / weights.sum())

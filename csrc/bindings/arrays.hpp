@@ -30,5 +30,6 @@ void bind_allocation(py::module_& m);
 void bind_success_gp(py::module_& m);
 void bind_key_index(py::module_& m);
 void bind_calibration(py::module_& m);
+void bind_advantages(py::module_& m);
 
 }  // namespace vipfast::bindings

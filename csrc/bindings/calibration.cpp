@@ -18,7 +18,7 @@ void record(LogitCalibration& calibration, int64_t step, const DoubleArray& mean
   const double *m = mean.data(), *v = var.data(), *s = successes.data();
   const int64_t* n = trials.data();
   py::gil_scoped_release release;
-  calibration.record(step, count, m, v, s, n);
+  calibration = calibration.recorded(step, count, m, v, s, n);
 }
 
 py::tuple apply(const LogitCalibration& calibration, const DoubleArray& mean, const DoubleArray& var) {

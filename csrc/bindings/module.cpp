@@ -8,4 +8,5 @@ PYBIND11_MODULE(_core, m) {
   vipfast::bindings::bind_success_gp(m);
   vipfast::bindings::bind_key_index(m);
   vipfast::bindings::bind_calibration(m);
+  vipfast::bindings::bind_advantages(m);
 }

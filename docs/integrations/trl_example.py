@@ -1,10 +1,13 @@
 """VIPGRPOTrainer end to end on CPU in seconds: a tiny random Llama, no downloads.
 
-    pip install ".[trl]" && python docs/integrations/trl_example.py      # in a vipfast checkout
+    pip install ".[trl]" && python docs/integrations/trl_example.py      # in a vipfast checkout; one round per step
+    python docs/integrations/trl_example.py dynamic                        # DAPO's dynamic sampling
 
 Swap in a real model (model="Qwen/Qwen2.5-0.5B-Instruct", processing_class=None) and a real
 verifier for actual training; nothing else changes.
 """
+
+import sys
 
 from datasets import Dataset
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers
@@ -22,8 +25,9 @@ model = LlamaForCausalLM(LlamaConfig(vocab_size=len(tokenizer), hidden_size=32, 
                                      num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2,
                                      eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id))
 
-# Two prompts the policy always / never solves, two it sometimes does.
-dataset = Dataset.from_dict({"prompt": ["easy: 1 + 1 =", "hard: 97 * 89 =", "coin: 2 + 3 =", "coin: 8 - 5 ="] * 8})
+# Prompts the policy always solves ("easy"), never solves ("hard"), and sometimes does ("coin").
+prompts = [f"{kind} {i}: {i} + {i + 1} =" for i in range(8) for kind in ("easy", "hard", "coin")]
+dataset = Dataset.from_dict({"prompt": prompts})
 
 
 def verifier(prompts, completions, **kwargs):
@@ -40,8 +44,12 @@ args = VIPGRPOConfig(
     allocator_embedder="hashing",       # "minilm" (default, the minilm extra) for real prompts
     advantage_estimator="rloo",         # or "grpo" / "drgrpo" (default from scale_rewards)
     min_rollouts=2, max_rollouts=10,
+    sampling=sys.argv[1] if len(sys.argv) > 1 else "single",   # "dynamic", "reinforce_ada", "pods", "vip_rounds"
 )
 trainer = VIPGRPOTrainer(model=model, reward_funcs=verifier, args=args, train_dataset=dataset,
                          processing_class=tokenizer)
 trainer.train()
-print("last plan:", list(zip(trainer.last_plan.prompts, trainer.last_plan.counts.tolist())))
+batch = trainer.last_batch
+print("last batch:", list(zip(batch.prompts.texts, batch.group_sizes.tolist())))
+print(f"generated {batch.generated_rollouts} rollouts in {batch.rounds} round(s) from {batch.prompts_drawn} prompts; "
+      f"{batch.trained_rollouts} train")

@@ -11,7 +11,7 @@ from __future__ import annotations
 import numpy as np
 
 from .base import AllocatorBase, Weighing
-from .prompt_table import PromptTable
+from .prompt_table import PromptTable, merge_duplicate_keys
 from .registry import register
 
 __all__ = ["BetaAllocator", "beta_moments"]
@@ -50,7 +50,7 @@ class BetaAllocator(AllocatorBase):
         return Weighing(p=p, weights=weights)
 
     def learn(self, plan, successes, trials) -> None:
-        keys, successes, trials = _merge_duplicates(plan.keys, successes, trials)
+        keys, successes, trials = merge_duplicate_keys(plan.keys, successes, trials)
         old_successes, old_trials = self.forgotten_counts(keys)
         rows = self.counts.insert(keys)
         self.counts.write("successes", rows, old_successes + successes)
@@ -69,15 +69,6 @@ class BetaAllocator(AllocatorBase):
     def load_state_arrays(self, arrays, version) -> None:
         self.step = int(arrays["step"])
         self.counts.load_state_arrays({k.removeprefix("counts/"): v for k, v in arrays.items() if k != "step"})
-
-
-def _merge_duplicates(keys, successes, trials):
-    """One row per distinct key, counts summed (a batch may hold a prompt twice)."""
-    unique, inverse = np.unique(keys, return_inverse=True)
-    if len(unique) == len(keys):
-        return keys, successes, trials
-    return (unique, np.bincount(inverse, weights=successes, minlength=len(unique)),
-            np.bincount(inverse, weights=trials, minlength=len(unique)))
 
 
 register("beta", BetaAllocator, "per-prompt Beta(1, 1) counter, weights E[p(1-p)], no embeddings")

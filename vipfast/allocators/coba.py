@@ -35,8 +35,7 @@ import numpy as np
 from .._validation import as_float64_array, as_int64
 from ..allocation import allocate, estimator_min_rollouts
 from .base import AllocatorBase, Weighing
-from .beta import _merge_duplicates
-from .prompt_table import PromptTable
+from .prompt_table import PromptTable, merge_duplicate_keys
 from .registry import register
 
 __all__ = ["CobaAllocator", "coba_shape", "coba_tau", "coba_values", "coba_costs"]
@@ -182,7 +181,7 @@ class CobaAllocator(AllocatorBase):
         seen = trials > 0
         if not seen.any():
             return
-        keys, successes, trials = _merge_duplicates(plan.keys[seen], successes[seen], trials[seen])
+        keys, successes, trials = merge_duplicate_keys(plan.keys[seen], successes[seen], trials[seen])
         self.failure_rates.append(float(np.mean(1.0 - successes / trials)))
         rows = self.visits.insert(keys)
         for kind, latest in (("successes", successes), ("trials", trials)):

@@ -11,7 +11,7 @@ import numpy as np
 from .. import _core
 from .._validation import as_uint64_keys
 
-__all__ = ["PromptTable"]
+__all__ = ["PromptTable", "merge_duplicate_keys"]
 
 
 class PromptTable:
@@ -119,3 +119,12 @@ class PromptTable:
         self._touched = np.asarray(arrays["touched"], np.int64).copy()
         self._clock = int(arrays["clock"])
         self._columns = {name: np.asarray(arrays[f"column/{name}"], self.dtype).copy() for name in self._columns}
+
+
+def merge_duplicate_keys(keys: np.ndarray, successes: np.ndarray, trials: np.ndarray):
+    """(distinct keys, summed successes, summed trials): a batch may hold a prompt twice."""
+    unique, inverse = np.unique(keys, return_inverse=True)
+    if len(unique) == len(keys):
+        return keys, successes, trials
+    return (unique, np.bincount(inverse, weights=successes, minlength=len(unique)),
+            np.bincount(inverse, weights=trials, minlength=len(unique)))

@@ -28,7 +28,7 @@ PRESETS = {
     "vipfast": dict(model=dict(), weights="expected"),
     "gp": dict(gp=dict(noise="laplace", signal_var=64.0, forgetting=0.99, mode="fast", calibration_window=10),
                weights="expected"),
-    "paper": dict(gp=dict(lengthscale=0.27, prior_mean=-5.0, noise="fixed", jitter=1e-4, proba="plugin",
+    "paper": dict(gp=dict(lengthscale=0.27, prior_mean=-5.0, noise="fixed", jitter=1e-4, clip=1e-6, proba="plugin",
                           forgetting=PAPER_FORGETTING), weights="plugin"),
 }
 

@@ -24,6 +24,7 @@ class Scenario:
     dim: int = 32
     batch_size: int = 256          # prompts per step
     steps: int = 64
+    rollout_budget: int = 0        # > 0: stop once this many rollouts were generated (steps is then a cap)
     order: str = "epoch"           # "epoch": each prompt once per epoch, reshuffled; "random": a fresh sample per step
     budget_per_prompt: float = 8.0
     min_rollouts: int = 2
@@ -55,6 +56,8 @@ class Scenario:
         for name in ("embedding_signal", "visible_offset"):
             if not 0 <= getattr(self, name) <= 1:
                 raise ValueError(f"{name} must lie in [0, 1], got {getattr(self, name)}")
+        if self.rollout_budget < 0:
+            raise ValueError(f"rollout_budget must be >= 0, got {self.rollout_budget}")
         for name in ("prompt_spread", "embedding_noise", "learning_rate", "round_cost", "response_noise"):
             if not getattr(self, name) >= 0:
                 raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")

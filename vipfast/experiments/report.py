@@ -24,6 +24,7 @@ COLUMNS = [
     ("fresh_objective_vs_uniform", "first-visit objective vs uniform", ".3f"),
     ("informative_groups", "informative groups/step", ".1f"),
     ("brier_vs_beta", "Brier vs Beta", ".2f"),
+    ("p_spread", "spread of p̂", ".3f"),
     ("ece", "ECE", ".3f"),
     ("final_mean_p", "final mean p", ".3f"),
     ("rollouts_to_target", "rollouts to uniform's final p", ".2f"),

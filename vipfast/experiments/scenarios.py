@@ -23,6 +23,7 @@ SCENARIOS: dict[str, dict] = {
     "new-pool": dict(_LARGE, new_pool_step=32),
     "policy-shift": dict(_LARGE, shift_step=32),
     "frozen": dict(_LARGE, learning_rate=0.0),
+    "learning": dict(response_noise=16.0, steps=96),
 }
 
 DESCRIPTIONS = {
@@ -35,6 +36,7 @@ DESCRIPTIONS = {
     "new-pool": "pool-16k, all prompts replaced by unseen ones at step 32",
     "policy-shift": "pool-16k, every skill redrawn at step 32",
     "frozen": "pool-16k with a policy that does not learn",
+    "learning": "default with noisy per-response gradients: how fast the policy learns depends on the allocation",
 }
 
 

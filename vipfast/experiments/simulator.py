@@ -131,13 +131,15 @@ class RunResult:
             objective_vs_uniform=mean("objective_vs_uniform", single),
             fresh_objective_vs_uniform=mean("objective_vs_uniform", fresh),
             brier=mean("brier", scored), beta_brier=mean("beta_brier", scored), ece=mean("ece", scored),
+            p_spread=mean("p_spread", scored),
             final_mean_p=rows[-1]["mean_p"], generated=generated, wall=sum(r["wall"] for r in rows),
             latency_ms=float(np.median([r["latency"] for r in rows]) * 1e3),
         )
 
 
 def simulate(allocator, scenario: Scenario, *, sampler=None, label=None, progress=True) -> RunResult:
-    """Run `allocator` under `sampler` (default: one round) for scenario.steps steps; deterministic per seed."""
+    """Run `allocator` under `sampler` (default: one round) for scenario.steps steps, or until
+    scenario.rollout_budget rollouts were generated; deterministic per seed."""
     sampler = sampler or make_sampler("single")
     population = Population(scenario)
     if isinstance(allocator, OracleAllocator):  # the oracles read the simulated policy
@@ -154,6 +156,8 @@ def simulate(allocator, scenario: Scenario, *, sampler=None, label=None, progres
             population.replace_pool()
             source.reset()
         rows.append(_step(step, allocator, sampler, population, source, rng, log, scenario))
+        if scenario.rollout_budget and sum(r["generated"] for r in rows) >= scenario.rollout_budget:
+            break
     return RunResult(name, rows)
 
 
@@ -235,14 +239,15 @@ def _prediction_scores(observed, log) -> dict:
     predicted, beta, outcomes = [], [], []
     for observation in observed:
         if observation.plan.p is None:
-            return dict(brier=None, beta_brier=None, global_brier=None, ece=None)
+            return dict(brier=None, beta_brier=None, global_brier=None, ece=None, p_spread=None)
         sizes = observation.group_sizes
         predicted.append(np.repeat(observation.plan.p, sizes))
         beta.append(np.repeat(log.beta_p(observation.plan.keys), sizes))
         outcomes.append(observation.rewards)
     if not outcomes:
-        return dict(brier=None, beta_brier=None, global_brier=None, ece=None)
+        return dict(brier=None, beta_brier=None, global_brier=None, ece=None, p_spread=None)
+    spread = float(np.ptp(np.quantile(np.concatenate([o.plan.p for o in observed]), [0.05, 0.95])))
     predicted, beta, outcomes = map(np.concatenate, (predicted, beta, outcomes))
     return dict(brier=float(np.mean((predicted - outcomes) ** 2)), beta_brier=float(np.mean((beta - outcomes) ** 2)),
                 global_brier=float(np.mean((log.global_p() - outcomes) ** 2)),
-                ece=expected_calibration_error(predicted, outcomes))
+                ece=expected_calibration_error(predicted, outcomes), p_spread=spread)

@@ -32,6 +32,8 @@ class Sampler:
     def draw(self, allocator, source: PromptSource, count: int) -> tuple[Prompts, int]:
         """(`count` prompts the allocator's screen keeps, or fewer if the draw limit is hit or the source runs dry;
         prompts drawn)."""
+        if count <= 0:
+            return source.draw(0), 0
         screen = getattr(allocator, "screen", None)
         kept, drawn, limit = [], 0, int(np.ceil(self.max_draws * count))
         while sum(map(len, kept)) < count and drawn < limit:

@@ -54,7 +54,7 @@ class PromptSource(Protocol):
     """Where a step's prompts come from (a shuffled dataset epoch by epoch, a simulated pool...)."""
 
     def draw(self, count: int) -> Prompts:
-        """The next `count` prompts."""
+        """The next `count` prompts (fewer, or none, when the source runs dry; none for count 0)."""
 
 
 class Generate(Protocol):

@@ -10,7 +10,7 @@
 //   z_r = (a + b mu_r) / sqrt(1 + pi b^2 v_r / 8),
 // the moderated predictive of the mapped logit, whose posterior is N(a + b mu, b^2 v). The
 // Gaussian prior at the identity keeps the fit finite when every outcome is a failure.
-// No Python in here: errors are std::invalid_argument.
+// No Python in here: errors are std::invalid_argument (vipfast/fail.hpp).
 #pragma once
 
 #include <cstdint>
@@ -33,10 +33,11 @@ class LogitCalibration {
   double log_scale() const { return log_scale_; }
   const std::vector<Record>& records() const { return records_; }
 
-  // Outcomes observed at `step` of predictions (mean, var) made before them; rows with trials == 0
-  // are skipped. Drops records older than the window, then refits.
-  void record(int64_t step, int64_t count, const double* mean, const double* var, const double* successes,
-              const int64_t* trials);
+  // The calibration once outcomes observed at `step` of predictions (mean, var) made before them
+  // are recorded (rows with trials == 0 skipped): records older than the window dropped, the map
+  // refitted. *this is unchanged, so an observe that fails later keeps it.
+  LogitCalibration recorded(int64_t step, int64_t count, const double* mean, const double* var,
+                            const double* successes, const int64_t* trials) const;
   // mean <- a + b mean, var <- b^2 var (identity while disabled or before any record).
   void apply(int64_t count, double* mean, double* var) const;
   // A saved calibration, restored as it was (no refit).

@@ -1,0 +1,30 @@
+// The logistic function and its expectations under a Gaussian posterior of the logit.
+#pragma once
+
+#include <cmath>
+
+namespace vipfast::gp {
+
+constexpr double kPi = 3.141592653589793238462643383279502884;
+
+inline double sigmoid(double f) {
+  if (f >= 0) return 1.0 / (1.0 + std::exp(-f));
+  const double e = std::exp(f);
+  return e / (1.0 + e);
+}
+
+// sigmoid(f) (1 - sigmoid(f)) without overflow.
+inline double bernoulli_variance(double f) {
+  const double e = std::exp(-std::abs(f));
+  const double d = 1.0 + e;
+  return e / (d * d);
+}
+
+// sigmoid(mean / sqrt(1 + pi var / 8)) ~ E[sigmoid(f)] for f ~ N(mean, var) (MacKay 1992).
+inline double moderated_sigmoid(double mean, double var) { return sigmoid(mean / std::sqrt(1.0 + kPi * var / 8.0)); }
+
+// E[sigmoid(f)(1 - sigmoid(f))] for f ~ N(mean, var): 32-node Gauss-Hermite for var <= 6, else
+// 64-node Gauss-Legendre over u = sigmoid(f) (Gauss-Hermite under-resolves the bump there).
+double expected_bernoulli_variance(double mean, double var);
+
+}  // namespace vipfast::gp

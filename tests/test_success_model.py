@@ -1,0 +1,173 @@
+"""SuccessModel (GP prior over embeddings + every prompt's own counts) against independent float64 references.
+
+The references are written from the model's definition: scipy's bounded scalar minimiser for the Laplace mode,
+adaptive quadrature for the moments, tests/gp_reference.py's textbook GP (chol(K + S)) for the shared part, and a
+plain per-prompt logistic-normal counter for the no-embedding limit.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from scipy import integrate, optimize
+
+from gp_reference import ReferenceGP
+from vipfast.success_model import SuccessModel, _laplace_posterior, _moments
+
+EXACT = dict(mode="exact", noise="binomial", lengthscale=0.7, prior_mean=-0.5, signal_var=2.0, forgetting=0.9)
+
+
+def log_posterior(f, m, v, k, n):
+    return k * -np.logaddexp(0.0, -f) + (n - k) * -np.logaddexp(0.0, f) - (f - m) ** 2 / (2 * v)
+
+
+def test_laplace_mode_and_curvature_match_a_scalar_optimiser(rng):
+    m = rng.normal(0, 4, 400)
+    v = np.exp(rng.uniform(np.log(1e-3), np.log(300), 400))
+    n = rng.integers(0, 65, 400).astype(float)
+    k = np.floor(rng.uniform(0, 1, 400) * (n + 1))
+    k[:20], k[20:40] = 0, n[20:40]  # all failures, all successes
+    mean, var = _laplace_posterior(m, v, k, n)
+    for i in range(len(m)):
+        width = 30 * np.sqrt(v[i]) + 60
+        best = optimize.minimize_scalar(lambda f: -log_posterior(f, m[i], v[i], k[i], n[i]),
+                                        bounds=(m[i] - width, m[i] + width), method="bounded",
+                                        options={"xatol": 1e-11})
+        assert abs(mean[i] - best.x) < 1e-6 * (1 + abs(best.x)), (i, m[i], v[i], k[i], n[i], rng.seed_for_message)
+        p = 1 / (1 + np.exp(-best.x))
+        np.testing.assert_allclose(var[i], 1 / (n[i] * p * (1 - p) + 1 / v[i]), rtol=1e-6)
+
+
+def test_moments_match_adaptive_quadrature(rng):
+    mean = np.r_[rng.normal(0, 3, 30), -12.0, 12.0, 0.0]
+    var = np.r_[np.exp(rng.uniform(np.log(1e-4), np.log(20), 30)), 0.5, 0.5, 1e-9]
+    proba, weight = _moments(mean, var)
+    for i in range(len(mean)):
+        sd = np.sqrt(var[i])
+        density = lambda f: np.exp(-0.5 * ((f - mean[i]) / sd) ** 2) / (sd * np.sqrt(2 * np.pi))  # noqa: E731
+        sigmoid = lambda f: 1 / (1 + np.exp(-f))  # noqa: E731
+        lo, hi = mean[i] - 12 * sd, mean[i] + 12 * sd
+        p = integrate.quad(lambda f: sigmoid(f) * density(f), lo, hi, epsabs=1e-13)[0]
+        w = integrate.quad(lambda f: sigmoid(f) * (1 - sigmoid(f)) * density(f), lo, hi, epsabs=1e-13)[0]
+        np.testing.assert_allclose(proba[i], p, rtol=1e-5, atol=1e-12, err_msg=rng.seed_for_message)
+        # the core uses 32-node Gauss-Hermite up to var 6 (Gauss-Legendre beyond): ~1e-5 relative there
+        np.testing.assert_allclose(weight[i], w, rtol=5e-5, atol=1e-12, err_msg=rng.seed_for_message)
+
+
+def batches(rng, keys, dim, steps, size, rate=0.4, repeat=True):
+    """Random batches of keys (drawn with repeats across steps unless repeat=False) and their outcomes."""
+    x = rng.normal(size=(len(keys), dim))
+    order = rng.permutation(len(keys))
+    for step in range(steps):
+        rows = rng.choice(len(keys), size, replace=False) if repeat else order[step * size:(step + 1) * size]
+        trials = rng.integers(1, 9, size)
+        yield keys[rows], x[rows], rng.binomial(trials, rate).astype(float), trials
+
+
+def fixed_model(dim, prompt_var=0.8, **gp):
+    return SuccessModel(dim, gp_options={**EXACT, **gp}, prompt_var=prompt_var, fixed_prompt_var=True,
+                        forgetting=EXACT["forgetting"], calibration_window=0)
+
+
+def test_the_cavity_is_the_gp_without_the_prompts_own_evidence(rng):
+    """At a prompt the GP holds, the prior comes from every other prompt: a leave-one-out refit."""
+    keys = np.arange(1, 41, dtype=np.uint64)
+    model = fixed_model(4)
+    reference = ReferenceGP(4, **{k: v for k, v in EXACT.items() if k != "mode"}, jitter=0.8)
+    for batch in batches(rng, keys, 4, 6, 12):
+        model.observe(*batch)
+        model.advance()
+        reference.observe(*batch)
+        reference.advance()
+    stored = list(reference.store)
+    for key in stored[:6]:
+        x = reference.store[key][0]
+        cavity_mean, cavity_var = model._cavity(np.array([key], np.uint64),
+                                                model.gp.predict(np.array([key], np.uint64), x[None, :]))
+        held = reference.store.pop(key)
+        expected_mean, expected_var = reference.predict_latent(x[None, :])
+        reference.store[key] = held
+        np.testing.assert_allclose(cavity_mean, expected_mean, rtol=1e-8, atol=1e-9, err_msg=rng.seed_for_message)
+        np.testing.assert_allclose(cavity_var, expected_var, rtol=1e-7, atol=1e-10, err_msg=rng.seed_for_message)
+
+
+def test_without_repeats_the_prediction_is_the_gp_with_the_prompt_effect_added(rng):
+    keys = np.arange(1, 201, dtype=np.uint64)
+    model = fixed_model(4, prompt_var=1.3)
+    reference = ReferenceGP(4, **{k: v for k, v in EXACT.items() if k != "mode"}, jitter=1.3)
+    for batch in batches(rng, keys[:150], 4, 5, 30, repeat=False):
+        model.observe(*batch)
+        model.advance()
+        reference.observe(*batch)
+        reference.advance()
+    new_x = rng.normal(size=(50, 4))
+    prediction = model.predict(keys[150:], new_x)
+    mean, var = reference.predict_latent(new_x)
+    np.testing.assert_allclose(prediction.mean, mean, rtol=1e-8, atol=1e-9, err_msg=rng.seed_for_message)
+    np.testing.assert_allclose(prediction.var, var + 1.3, rtol=1e-8, err_msg=rng.seed_for_message)
+
+
+def test_without_embedding_signal_it_is_a_per_prompt_counter(rng):
+    """A shared part with no variance leaves each prompt its own logistic-normal counter N(μ0, τ²)."""
+    keys = np.arange(1, 31, dtype=np.uint64)
+    model = fixed_model(3, prompt_var=2.5, signal_var=1e-12, prior_mean=0.7)
+    counts = {}
+    for batch_keys, x, successes, trials in batches(rng, keys, 3, 8, 10):
+        model.observe(batch_keys, x, successes, trials)
+        model.advance()
+        for key in counts:
+            counts[key] = [0.9 * counts[key][0], 0.9 * counts[key][1]]
+        for key, s, n in zip(batch_keys.tolist(), successes, trials):
+            old = counts.get(key, [0.0, 0.0])
+            counts[key] = [old[0] + 0.9 * s, old[1] + 0.9 * n]
+    prediction = model.predict(keys, rng.normal(size=(30, 3)))
+    for i, key in enumerate(keys.tolist()):
+        k, n = counts.get(key, [0.0, 0.0])
+        best = optimize.minimize_scalar(lambda f: -log_posterior(f, 0.7, 2.5, k, n), bounds=(-40, 40),
+                                        method="bounded", options={"xatol": 1e-11}).x
+        p = 1 / (1 + np.exp(-best))
+        np.testing.assert_allclose(prediction.mean[i], best, atol=2e-5, err_msg=rng.seed_for_message)
+        np.testing.assert_allclose(prediction.var[i], 1 / (n * p * (1 - p) + 1 / 2.5), rtol=2e-5)
+
+
+def test_the_prompt_effect_variance_follows_how_much_prompts_differ(rng):
+    """With embeddings that say nothing, prompts that differ a lot call for a larger τ² than near-identical ones."""
+    chosen = {}
+    for spread in (0.3, 3.0):
+        model = SuccessModel(4, gp_options=dict(mode="fast", num_inducing=16), calibration_window=0)
+        logits = rng.normal(0, spread, 300)
+        x = rng.normal(size=(300, 4))
+        for _ in range(30):
+            rows = rng.choice(300, 100, replace=False)
+            prediction = model.predict(rows.astype(np.uint64), x[rows])
+            trials = np.full(100, 8)
+            model.observe(rows.astype(np.uint64), x[rows], rng.binomial(8, 1 / (1 + np.exp(-logits[rows]))).astype(float),
+                          trials, prediction=prediction)
+            model.advance()
+        chosen[spread] = model.prompt_var
+    assert chosen[3.0] > 4 * chosen[0.3], (chosen, rng.seed_for_message)
+
+
+def test_state_round_trips_and_keeps_predicting_the_same(rng):
+    keys = np.arange(1, 61, dtype=np.uint64)
+    model = SuccessModel(5, gp_options=dict(mode="fast", num_inducing=16), calibration_window=4)
+    stream = list(batches(rng, keys, 5, 10, 20))
+    for batch in stream[:6]:
+        model.observe(*batch)
+        model.advance()
+    restored = SuccessModel(5, gp_options=dict(mode="fast", num_inducing=16), calibration_window=4)
+    restored.load_state_arrays(model.state_arrays())
+    for batch in stream[6:]:
+        for left, right in zip(model.predict(*batch[:2])[:4], restored.predict(*batch[:2])[:4]):
+            np.testing.assert_array_equal(left, right)
+        for each in (model, restored):
+            each.observe(*batch)
+            each.advance()
+    assert restored.prompt_var == model.prompt_var and restored.use_calibration == model.use_calibration
+
+
+def test_bad_options_are_named():
+    with pytest.raises(ValueError, match="forgetting must lie in"):
+        SuccessModel(3, forgetting=1.5)
+    with pytest.raises(ValueError, match="prompt_var must be > 0"):
+        SuccessModel(3, prompt_var=0.0)
