@@ -16,7 +16,6 @@ from vipfast.train import Trainer, load_config  # noqa: E402
 from vipfast.train.loss import pack_sequences, policy_gradient_loss, response_logprobs  # noqa: E402
 from vipfast.train.task import (  # noqa: E402
     ARITHMETIC_LEVELS, REVERSED_ANSWER_MARK, arithmetic_problems, arithmetic_task, exact_match, training_problems)
-from vipfast.train.trainer import batch_statistics  # noqa: E402
 
 # A small, fast run: tiny model, short warm start, few prompts. Shared by the end-to-end tests.
 TINY = {"model.hidden_size": 64, "model.num_heads": 2, "model.num_layers": 1, "model.intermediate_size": 128,
@@ -139,25 +138,28 @@ def test_config_file_and_overrides_merge(tmp_path):
 def test_arithmetic_task_answers_are_right_and_splits_disjoint():
     task = arithmetic_task(load_config(None, {"task.train_size": 300, "task.eval_size": 200}).task)
     assert len(task.train) == 300 and len(task.held_out) == 200
-    assert not {p for p, _ in task.train} & {p for p, _ in task.held_out}
-    for prompt, answer in task.train + task.held_out:
+    assert not {p.prompt for p in task.train} & {p.prompt for p in task.held_out}
+    for prompt, answer, family, _ in task.train + task.held_out:
         # Least-significant digit first, announced by the mark: "47+38=r" -> "58".
         assert prompt.endswith("=" + REVERSED_ANSWER_MARK)
         assert int(answer[::-1]) == eval(prompt[:-2])  # noqa: S307 - digits and + - * only
-    operators = {next(op for op in "+-*" if op in p[1:]) for p, _ in task.train}
+        a, op, b = next((prompt[:i], prompt[i], prompt[i + 1:-2]) for i in range(1, len(prompt)) if prompt[i] in "+-*")
+        assert family in (f"{len(a)}{op}{len(b)}", f"{len(b)}{op}{len(a)}")  # the level (subtraction may swap)
+    assert task.families == tuple(f"{da}{op}{db}" for op, da, db in ARITHMETIC_LEVELS)
+    operators = {next(op for op in "+-*" if op in p.prompt[1:]) for p in task.train}
     assert operators == {op for op, _, _ in ARITHMETIC_LEVELS}
     # Both sets sample the same distribution: the held-out set is not left short of the easy levels.
-    one_digit = [sum(len(p) == 5 for p, _ in part) / len(part) for part in (task.train, task.held_out)]
+    one_digit = [sum(len(p.prompt) == 5 for p in part) / len(part) for part in (task.train, task.held_out)]
     assert one_digit[1] > 0.5 * one_digit[0] > 0
     assert exact_match([" 21", "12", ""], ["21", "21", "0"]).tolist() == [1.0, 0.0, 0.0]
 
 
 def test_warm_start_never_sees_a_held_out_problem():
-    held_out = {p for p, _ in arithmetic_task(load_config().task).held_out}
-    warm_start = {p for p, _ in training_problems(20_000, np.random.default_rng(0))}
+    held_out = {p.prompt for p in arithmetic_task(load_config().task).held_out}
+    warm_start = {p.prompt for p in training_problems(20_000, np.random.default_rng(0))}
     assert len(warm_start) > 5000 and not warm_start & held_out
     # Not vacuous: unfiltered draws do hit the held-out set.
-    assert {p for p, _ in arithmetic_problems(20_000, np.random.default_rng(0))} & held_out
+    assert {p.prompt for p in arithmetic_problems(20_000, np.random.default_rng(0))} & held_out
 
 
 def test_math_verify_accepts_equivalent_forms():
@@ -240,13 +242,27 @@ def test_policy_gradient_loss_matches_float64_reference(estimator, clip_eps, agg
 
 
 def test_batch_statistics_counts_wasted_rollouts():
+    from vipfast.sampling import Prompts, StepBatch
+    from vipfast.train.rollouts import StepRollouts, batch_statistics
+
     rewards = np.array([1, 1, 1, 0, 1, 0, 0, 0, 0, 0], dtype=float)
     counts = np.array([3, 3, 4])
-    stats = batch_statistics(rewards, counts, [[1, 2]] * 10)
+    rollouts = StepRollouts()
+    rollouts.add(np.repeat([7, 8, 9], counts), [[1, 2]] * 10, rewards)
+    prompts = Prompts(ids=np.array([7, 8, 9]), keys=np.arange(3, dtype=np.uint64))
+    batch = StepBatch(prompts=prompts, group_prompt=np.arange(3), group_sizes=counts, rollouts=np.arange(10),
+                      rewards=rewards, trained=np.ones(10, dtype=bool), generated_rollouts=10, generated_tokens=20,
+                      rounds=1, prompts_drawn=3)
+    families = {7: "a", 8: "b", 9: "a"}
+    stats = batch_statistics(batch, rollouts, [families.get(i, "?") for i in range(10)])
     assert stats["wasted_rollouts"] == 7 and stats["wasted_fraction"] == 0.7
     assert stats["solve_rate"] == pytest.approx(2 / 3)
     assert stats["allocation_histogram"] == {3: 2, 4: 1}
     assert stats["mean_response_tokens"] == 2.0
+    assert stats["rollouts_by_family"] == {"a": 7, "b": 3}
+    # A rollout that is generated but not trained on is wasted too, even in a group with spread.
+    batch.trained = np.array([True] * 3 + [True, False, True] + [True] * 4)
+    assert batch_statistics(batch, rollouts, None)["wasted_rollouts"] == 8
 
 
 # -- end to end ----------------------------------------------------------------------------------
@@ -323,7 +339,7 @@ def test_allocator_learns_within_the_step_and_its_errors_surface(tmp_path):
     assert trainer.allocator.stats()["prompts_held"] == TINY["allocator.prompts_per_step"]
     assert row["time_s"]["allocate"] > 0
 
-    def reject(*args):
+    def reject(*args, **kwargs):
         raise ValueError("rewards rejected by the allocator")
 
     trainer.allocator.update = reject
@@ -353,7 +369,7 @@ def test_dataset_task_with_math_verify_and_a_local_model_directory(tmp_path):
         "task.question_field": "problem", "task.answer_field": "solution", "task.verifier": "math",
         "model.kind": "path", "model.path": str(model_dir)})
     trainer = Trainer(config)
-    assert trainer.task.train[0] == ("0+0=", "\\boxed{0}") and len(trainer.task.held_out) == 8
+    assert trainer.task.train[0][:2] == ("0+0=", "\\boxed{0}") and len(trainer.task.held_out) == 8
     history = trainer.run()
     assert history[-1]["step"] == 2 and history[-1]["held_out_accuracy"] is not None
 
@@ -365,29 +381,3 @@ def test_dataset_with_a_missing_field_is_refused(tmp_path):
     config = tiny_config(tmp_path / "run", **{"task.kind": "dataset", "task.path": str(data)})
     with pytest.raises(ValueError, match="task.question_field = 'question' is not a column"):
         Trainer(config)
-
-
-def test_compare_runs_every_arm_at_equal_rollouts(tmp_path, capsys):
-    from vipfast.train.compare import rollouts_to_reach
-
-    out = tmp_path / "compare"
-    overrides = [f"--set={k}={v}" for k, v in {**TINY, "steps": 2, "eval_every": 1}.items()]
-    assert main(["compare", *overrides, "--allocators", "uniform", "vipfast", "--seeds", "0", "1",
-                 "--out", str(out)]) == 0
-    summary = json.loads((out / "summary.json").read_text())
-    curves = summary["curves"]
-    assert set(curves) == {"uniform", "vipfast"} and all(c["seeds"] == 2 for c in curves.values())
-    assert curves["uniform"]["rollouts"] == curves["vipfast"]["rollouts"] == [0, 30, 60]
-    assert summary["reference_final_mean"] == pytest.approx(np.mean(curves["uniform"]["final"]))
-    assert all(len(c["per_seed"]) == 2 and len(c["rollouts_to_reference_final_per_seed"]) == 2
-               for c in curves.values())
-    uniform, vip = (np.array(curves[name]["per_seed"], dtype=np.float64) for name in ("uniform", "vipfast"))
-    np.testing.assert_allclose(curves["vipfast"]["paired_difference"], (vip[:, 1:] - uniform[:, 1:]).mean(1))
-    assert curves["uniform"]["paired_difference"] == [0.0, 0.0]
-    mean = uniform.mean(0)  # stretched by 1/0.8: evaluation points 30, 60 read the curve at 37.5, 75 (flat past 60)
-    stretched = [mean[1] + (mean[2] - mean[1]) * 7.5 / 30, mean[2]]
-    assert summary["saving_shift"] == pytest.approx(np.mean(np.array(stretched) - mean[1:]))
-    assert "| uniform | 2 |" in (out / "summary.md").read_text()
-    assert (out / "accuracy.png").read_bytes()[:4] == b"\x89PNG"
-    assert rollouts_to_reach([0, 10, 20], [0.1, 0.3, 0.5], 0.4) == pytest.approx(15.0)
-    assert rollouts_to_reach([0, 10], [0.1, 0.2], 0.4) is None

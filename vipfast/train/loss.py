@@ -41,19 +41,31 @@ def response_logprobs(model, batch: dict) -> tuple[torch.Tensor, torch.Tensor]:
 
 def policy_gradient_loss(logprobs: torch.Tensor, old_logprobs: torch.Tensor, token_advantages: torch.Tensor,
                          mask: torch.Tensor, *, clip_eps: float | None, aggregation: str,
-                         max_new_tokens: int) -> torch.Tensor:
+                         max_new_tokens: int, prompts: torch.Tensor | None = None) -> torch.Tensor:
     """Token-level surrogate: −Σ_tokens min(ρ·A, clip(ρ, 1±ε)·A) / normaliser, ρ = π/π_old.
 
     logprobs, old_logprobs, token_advantages, mask: [N, L]. With old_logprobs = logprobs.detach()
     (one pass per batch) ρ = 1 and the gradient is REINFORCE with the group baseline.
     aggregation "token-mean": divide by the number of response tokens in the batch (DAPO);
-    "token-sum": by N · max_new_tokens, a constant, so long answers are not down-weighted (Dr. GRPO).
+    "token-sum": by N · max_new_tokens, a constant, so long answers are not down-weighted (Dr. GRPO);
+    "prompt-mean": rollout i of prompt q weighs 1 / (Q · n_q) and its tokens are summed, over max_new_tokens:
+    (1/Q) Σ_q (1/n_q) Σ_i Σ_t (...) / max_new_tokens, every prompt weighted equally whatever its number of
+    rollouts n_q (the estimator VIP's allocation minimises the variance of). prompts: int64 [N], the prompt
+    of each row (any labels), needed for "prompt-mean".
     """
     ratio = torch.exp(logprobs - old_logprobs)
     surrogate = ratio * token_advantages
     if clip_eps is not None:
         surrogate = torch.minimum(surrogate, ratio.clamp(1 - clip_eps, 1 + clip_eps) * token_advantages)
+    if aggregation == "prompt-mean":
+        if prompts is None or prompts.shape != (mask.shape[0],):
+            raise ValueError(f"aggregation 'prompt-mean' needs the prompt of each of the {mask.shape[0]} rows")
+        _, row_prompt, rollouts = torch.unique(prompts, return_inverse=True, return_counts=True)
+        weights = 1.0 / (len(rollouts) * rollouts[row_prompt].to(surrogate.dtype))  # [N]
+        return -((surrogate * mask).sum(1) * weights).sum() / max_new_tokens
     total = -(surrogate * mask).sum()
     if aggregation == "token-mean":
         return total / mask.sum().clamp(min=1)
-    return total / (mask.shape[0] * max_new_tokens)
+    if aggregation == "token-sum":
+        return total / (mask.shape[0] * max_new_tokens)
+    raise ValueError(f"aggregation must be 'token-mean', 'token-sum' or 'prompt-mean', got {aggregation!r}")

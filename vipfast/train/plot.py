@@ -27,8 +27,8 @@ def _run_accuracy_label(run_dir) -> str:
 
 
 def plot_run(run_dir, output=None) -> Path:
-    """One PNG with four panels: held-out accuracy and training reward vs rollouts, wasted
-    rollouts per step, and where each step's time went."""
+    """One PNG: held-out accuracy and training reward vs rollouts, wasted rollouts per step, and where each
+    step's time went; for a task with families also held-out accuracy by family and where the rollouts went."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -37,7 +37,8 @@ def plot_run(run_dir, output=None) -> Path:
     rows = read_metrics(run_dir)
     steps = [r for r in rows if "reward_mean" in r]
     evals = [r for r in rows if r.get("held_out_accuracy") is not None]
-    figure, axes = plt.subplots(2, 2, figsize=(11, 7))
+    families = any("held_out_by_family" in r for r in evals)
+    figure, axes = plt.subplots(2, 3 if families else 2, figsize=(16 if families else 11, 7), squeeze=False)
     ax = axes[0, 0]
     ax.plot([r["rollouts"] for r in evals], [r["held_out_accuracy"] for r in evals], marker="o")
     ax.set(xlabel="rollouts consumed", ylabel=_run_accuracy_label(run_dir), title="held-out accuracy")
@@ -57,12 +58,28 @@ def plot_run(run_dir, output=None) -> Path:
         bottom = [b + s for b, s in zip(bottom, seconds)]
     ax.set(xlabel="step", ylabel="seconds", title="time per step")
     ax.legend()
+    if families:
+        _plot_families(axes[0, 2], axes[1, 2], evals, steps, _run_accuracy_label(run_dir))
     figure.suptitle(str(run_dir))
     figure.tight_layout()
     output = Path(output) if output else Path(run_dir) / "curves.png"
     figure.savefig(output, dpi=110)
     plt.close(figure)
     return output
+
+
+def _plot_families(accuracy_ax, share_ax, evals: list[dict], steps: list[dict], label: str) -> None:
+    names = list(dict.fromkeys(f for r in evals for f in r.get("held_out_by_family", {})))
+    for name in names:
+        points = [(r["rollouts"], r["held_out_by_family"][name]) for r in evals if name in r.get("held_out_by_family", {})]
+        accuracy_ax.plot(*zip(*points), marker="o", markersize=2, label=name)
+    accuracy_ax.set(xlabel="rollouts generated", ylabel=label, title="held-out accuracy by family", ylim=(0, 1))
+    accuracy_ax.legend(fontsize=7)
+    totals = {name: sum(r.get("rollouts_by_family", {}).get(name, 0) for r in steps) for name in names}
+    everything = sum(totals.values()) or 1
+    share_ax.bar(range(len(names)), [totals[n] / everything for n in names])
+    share_ax.set_xticks(range(len(names)), names, rotation=30, ha="right")
+    share_ax.set(ylabel="share of rollouts generated", title="where the rollouts went")
 
 
 def time_summary(rows: list[dict]) -> dict:

@@ -33,8 +33,11 @@ from .._files import atomic_write, remove_stale_temporaries
 CHECKPOINT, STAGING, PREVIOUS = "checkpoint", "checkpoint.new", "checkpoint.old"
 STATE = "state.json"
 METRICS, CONFIG = "metrics.jsonl", "config.yaml"
-STATE_FORMAT, STATE_VERSION = "vipfast-trainer-checkpoint", 1
-REQUIRED_FILES = ("policy/config.json", "optimizer.pt", "allocator.npz")
+STATE_FORMAT = "vipfast-trainer-checkpoint"
+# Version 2: trainer_state.json (the prompt source's position, tokens generated).
+STATE_VERSION = 2
+TRAINER_STATE = "trainer_state.json"
+REQUIRED_FILES = ("policy/config.json", "optimizer.pt", "allocator.npz", TRAINER_STATE)
 START_OVER = "use another run_dir, or --no-resume to start over"
 
 
@@ -248,9 +251,49 @@ def keep_metrics_through(run_dir, step: int) -> None:
     atomic_write(Path(run_dir) / METRICS, lambda handle: handle.write(text.encode()))
 
 
+def read_trainer_state(checkpoint: Checkpoint) -> dict:
+    """The trainer's own state in a checkpoint: {"source": {...}, "tokens": int}."""
+    path = checkpoint.directory / TRAINER_STATE
+    try:
+        state = json.loads(path.read_bytes())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
+        raise ValueError(f"{path} is damaged: {error}; {START_OVER}") from None
+    if not (isinstance(state, dict) and isinstance(state.get("source"), dict) and type(state.get("tokens")) is int):
+        raise ValueError(f"{path} must hold {{'source': {{...}}, 'tokens': int}}, got {str(state)[:80]}; {START_OVER}")
+    return state
+
+
 def append_metrics(run_dir, row: dict) -> None:
     """One row, fsynced: a checkpoint written after it can count on it being there."""
     with open(Path(run_dir) / METRICS, "a") as handle:
         handle.write(json.dumps(row) + "\n")
         handle.flush()
         os.fsync(handle.fileno())
+
+
+# -- TensorBoard -------------------------------------------------------------------------------------
+
+def tensorboard_writer(config, step: int):
+    """A SummaryWriter for logging.tensorboard_dir (default RUN_DIR/tensorboard); events after `step` (from a run
+    that is being resumed) are dropped."""
+    from torch.utils.tensorboard import SummaryWriter
+
+    directory = config.logging.tensorboard_dir or str(Path(config.run_dir) / "tensorboard")
+    return SummaryWriter(log_dir=directory, purge_step=step + 1 if step else None)
+
+
+def write_scalars(writer, row: dict) -> None:
+    """Every number of a metrics row as a scalar at its step; nested mappings become "outer/inner" tags."""
+    for tag, value in _scalars(row):
+        writer.add_scalar(tag, value, global_step=row["step"])
+    writer.flush()
+
+
+def _scalars(mapping: dict, prefix: str = ""):
+    for key, value in mapping.items():
+        if key == "step":
+            continue
+        if isinstance(value, dict):
+            yield from _scalars(value, f"{prefix}{key}/")
+        elif isinstance(value, (int, float)):
+            yield f"{prefix}{key}", float(value)

@@ -1,17 +1,21 @@
-"""The RLVR loop: allocate → generate → verify → ragged advantages → torch update → push weights → learn.
+"""The RLVR loop: plan → generate → verify → ragged advantages → torch update → push weights → learn.
 
     trainer = Trainer(load_config("configs/arithmetic.yaml"))
     trainer.run()          # resumes from run_dir/checkpoint when there is one
 
-Every random choice of step t (its prompts, its sampling seeds) derives from (seed, t), so a run
-resumed from the checkpoint of step t takes exactly the step t+1 an uninterrupted run takes.
-Outputs in run_dir: config.yaml, metrics.jsonl (one row per step, plus row 0: the held-out
-accuracy before training), checkpoint/ (policy, optimizer, allocator, trainer state; rundir.py).
-Everything that can be checked is checked before a model is loaded (`prepare_run`).
+A step runs through a sampling mode (vipfast.sampling, `sampling.name`): it draws prompts from the pool
+(`sampling.order`, source.py), plans with the allocator and calls back `generate_and_verify` once per
+generation round; the StepBatch it returns says which rollouts train and how they group for advantages.
+Every random choice of step t (its prompts in "step" order, its sampling seeds) derives from (seed, t),
+and the "epoch" order's position is checkpointed, so a run resumed from the checkpoint of step t takes
+exactly the step t+1 an uninterrupted run takes. Outputs in run_dir: config.yaml, metrics.jsonl (one row
+per step, plus row 0: the held-out accuracy before training), checkpoint/ (policy, optimizer, allocator,
+trainer state; rundir.py). Everything that can be checked is checked before a model is loaded (`prepare_run`).
 """
 
 from __future__ import annotations
 
+import json
 import pickle
 import sys
 import time
@@ -26,16 +30,21 @@ from tqdm import tqdm
 from .._files import atomic_write
 from ..advantages import group_advantages, token_advantages
 from ..allocators import load_allocator, make_allocator
+from ..sampling import Outcomes, Prompts, StepBatch, make_sampler
 from . import rundir
-from .config import TrainConfig, check_dependencies, read_yaml_mapping
+from .config import ORACLE, TrainConfig, check_dependencies, read_yaml_mapping
 from .generation import make_generator, resolve_backend
 from .loss import pack_sequences, policy_gradient_loss, response_logprobs
-from .model import TINY_MAX_POSITIONS, load_policy, policy_directory
-from .task import Task, make_task
+from .model import build_tokenizer, load_policy, load_tokenizer, policy_directory, prompt_encoder, uses_chat_template
+from .oracle import PolicyOracle
+from .rollouts import StepRollouts, batch_rows, batch_statistics
+from .source import make_source, pool_prompts
+from .task import Task, by_family, majority_accuracy, make_task
 
 TIMERS = ("allocate", "generate", "reward", "update", "sync")
 # Keys whose change makes a checkpoint meaningless for this config (steps may grow, run_dir move).
-RESUMABLE_CHANGES = {"steps", "run_dir", "eval_every", "checkpoint_every"}
+RESUMABLE_CHANGES = {"steps", "rollout_budget", "run_dir", "eval_every", "checkpoint_every", "logging"}
+ORACLE_STREAM = 3  # tags the oracle's sampling seeds: [seed, step, 3, call]
 
 
 @dataclass
@@ -49,7 +58,11 @@ class PreparedRun:
 
     @property
     def finished(self) -> bool:
-        return self.checkpoint is not None and self.checkpoint.step >= self.config.steps
+        return self.checkpoint is not None and run_is_over(self.config, self.checkpoint.step, self.checkpoint.rollouts)
+
+
+def run_is_over(config: TrainConfig, step: int, rollouts: int) -> bool:
+    return step >= config.steps or (config.rollout_budget is not None and rollouts >= config.rollout_budget)
 
 
 def prepare_run(config: TrainConfig, *, resume: bool = True) -> PreparedRun:
@@ -65,8 +78,13 @@ def prepare_run(config: TrainConfig, *, resume: bool = True) -> PreparedRun:
         rundir.check_metrics_match(config.run_dir, checkpoint)
     prepared = PreparedRun(config, None, backend, checkpoint)
     if not prepared.finished:
+        if config.model.kind == "path":
+            uses_chat_template(load_tokenizer(Path(config.model.path)), config.model)  # model.chat_template: true needs one
         prepared.task = make_task(config.task)  # bad data fails here, before any model is built
         _check_task_fits(prepared.task, config)
+        if checkpoint is not None:  # the source's saved position must fit this pool
+            source = make_source(config.sampling.order, pool_prompts(p.prompt for p in prepared.task.train), config.seed)
+            source.load_state(rundir.read_trainer_state(checkpoint)["source"])
     return prepared
 
 
@@ -87,115 +105,203 @@ class Trainer:
         resuming = prepared.checkpoint is not None
         if resuming:
             print(f"resuming from step {prepared.checkpoint.step} ({self.checkpoint_dir})", file=sys.stderr)
-        start_dir = self.checkpoint_dir / "policy" if resuming else policy_directory(config.model)
+        start_dir = self.checkpoint_dir / "policy" if resuming else policy_directory(config.model, self.task.tiny)
         self.model, self.tokenizer = load_policy(start_dir, self.device)
         o = config.optim
         self.optimizer = torch.optim.AdamW(self.model.parameters(), lr=o.lr, betas=o.betas, weight_decay=o.weight_decay)
-        a = config.allocator
-        if resuming:
-            self.allocator = load_allocator(self.checkpoint_dir / "allocator.npz")
-        else:
-            self.allocator = make_allocator(a.name, budget_per_prompt=a.budget_per_prompt, estimator=o.estimator,
-                                            min_rollouts=a.min_rollouts, max_rollouts=a.max_rollouts,
-                                            embedder=a.embedder)
-        self.train_ids = [self.tokenizer(p)["input_ids"] for p, _ in self.task.train]
-        self.held_out_ids = [self.tokenizer(p)["input_ids"] for p, _ in self.task.held_out]
+        self.allocator = self._allocator(self.checkpoint_dir / "allocator.npz" if resuming else None)
+        self.sampler = make_sampler(config.sampling.name, **config.sampling.options)
+        self.pool = pool_prompts(p.prompt for p in self.task.train)
+        self.source = make_source(config.sampling.order, self.pool, config.seed)
+        self._pool_index = {int(key): i for i, key in enumerate(self.pool.keys.tolist())}
+        self._pool_families = [p.family for p in self.task.train] if self.task.families else None
+        encode = prompt_encoder(self.tokenizer, config.model)
+        self.train_ids = [encode(p.prompt) for p in self.task.train]
+        self.held_out_ids = [encode(p.prompt) for p in self.task.held_out]
         longest_prompt = max(map(len, self.train_ids + self.held_out_ids))
         self.generator = make_generator(self.backend, model=self.model, tokenizer=self.tokenizer, model_dir=start_dir,
                                         config=config.generation, seed=config.seed, device=self.device,
                                         max_model_len=longest_prompt + config.generation.max_new_tokens)
         self._learner = ThreadPoolExecutor(max_workers=1, thread_name_prefix="vipfast-allocator")
-        self.step, self.rollouts = 0, 0
+        self.step, self.rollouts, self.tokens = 0, 0, 0
+        self._oracle_calls, self._oracle_seconds = 0, 0.0
         if resuming:
             self._load_checkpoint(prepared.checkpoint)
         else:
             self._start_run_dir()
+        self._tensorboard = rundir.tensorboard_writer(config, self.step) if config.logging.tensorboard else None
+
+    def _allocator(self, saved: Path | None):
+        a, o = self.config.allocator, self.config.optim
+        options = dict(budget_per_prompt=a.budget_per_prompt, estimator=o.estimator, min_rollouts=a.min_rollouts,
+                       max_rollouts=a.max_rollouts, reward_threshold=a.reward_threshold)
+        if a.name == ORACLE:
+            return PolicyOracle.restore(saved, self.measure_success, **options) if saved else \
+                PolicyOracle(self.measure_success, **options)
+        return load_allocator(saved) if saved else make_allocator(a.name, embedder=a.embedder, **options)
+
+    @property
+    def finished(self) -> bool:
+        return run_is_over(self.config, self.step, self.rollouts)
 
     # -- the loop ---------------------------------------------------------------------------------
-    def run(self) -> list[dict]:
+    def run(self, *, progress: bool = True) -> list[dict]:
+        """Train until `steps` (or `rollout_budget`) is reached; progress: show a bar on stderr."""
         rows = []
         if self.step == 0 and self.task.held_out:
-            rows.append(self._log(dict(step=0, rollouts=0, held_out_accuracy=self.evaluate())))
+            rows.append(self._log(dict(step=0, rollouts=0, tokens=0, **self.evaluation(), **self.majority_baseline())))
         # A context, so that an interrupted bar still ends its line before the message that follows.
-        with tqdm(range(self.step, self.config.steps), initial=self.step, total=self.config.steps, desc="train",
-                  unit="step", file=sys.stderr) as bar:
-            for _ in bar:
+        with tqdm(initial=self.step, total=self.config.steps, desc="train", unit="step", file=sys.stderr,
+                  disable=not progress) as bar:
+            while not self.finished:
                 row = self.train_step()
-                if self.step % self.config.eval_every == 0 or self.step == self.config.steps:
-                    row["held_out_accuracy"] = self.evaluate() if self.task.held_out else None
+                if self.step % self.config.eval_every == 0 or self.finished:
+                    row.update(self.evaluation() if self.task.held_out else dict(held_out_accuracy=None))
                 rows.append(self._log(row))  # before the checkpoint: a checkpoint's step always has its row
-                if self.step % self.config.checkpoint_every == 0 or self.step == self.config.steps:
+                if self.step % self.config.checkpoint_every == 0 or self.finished:
                     self.save_checkpoint()
-                bar.set_postfix(reward=f"{row['reward_mean']:.3f}", held_out=row.get("held_out_accuracy"))
+                bar.update()
+                bar.set_postfix(reward=_short(row["reward_mean"]), held_out=row.get("held_out_accuracy"))
+        if self._tensorboard is not None:
+            self._tensorboard.close()
         return rows
 
     def train_step(self) -> dict:
         c = self.config
         timer = StepTimer()
-        rng = np.random.default_rng([c.seed, self.step])
-        chosen = rng.choice(len(self.task.train), size=c.allocator.prompts_per_step, replace=False)
-        prompts = [self.task.train[i][0] for i in chosen]
-        with timer("allocate"):
-            plan = self.allocator.plan(prompts)
-        counts = plan.counts
-        with timer("generate"):
-            rollouts = self.generator.generate([self.train_ids[i] for i in chosen], counts,
-                                               seed=int(rng.integers(2**31 - 1)))
-        with timer("reward"):
-            references = [self.task.train[i][1] for i, n in zip(chosen, counts.tolist()) for _ in range(n)]
-            rewards = self.task.verify(rollouts.texts, references)
+        step_rng = np.random.default_rng([c.seed, self.step])
+        self.source.begin_step(step_rng)
+        rollouts = StepRollouts()
+        oracle_before = self._oracle_seconds
+        started = time.perf_counter()
+
+        def generate_and_verify(prompts: Prompts, counts: np.ndarray) -> Outcomes:
+            return self.generate_and_verify(prompts, counts, rollouts, int(step_rng.integers(2**31 - 1)), timer)
+
+        # plan → generate → verify, in as many rounds as the sampling mode takes
+        batch = self.sampler.sample(self.allocator, self.source, generate_and_verify, c.allocator.prompts_per_step)
+        oracle_seconds = self._oracle_seconds - oracle_before
+        timer.add("allocate", time.perf_counter() - started - timer.seconds["generate"] - timer.seconds["reward"]
+                  - oracle_seconds)
+        advantages = self.advantages(batch)
         # The allocator learns from this step's rewards while torch updates the policy: neither
         # reads what the other writes, and the GP's native code runs without the GIL. Only the
         # wait for it, if any, is allocator time; it ends within the step, so checkpoints and
         # the next plan see the same allocator state as a sequential run.
         with timer("allocate"):
-            learning = self._learner.submit(self.allocator.update, plan, rewards)
+            learning = self._learner.submit(batch.learn, self.allocator)
         with timer("update"):
-            prompt_ids = [self.train_ids[i] for i, n in zip(chosen, counts.tolist()) for _ in range(n)]
-            update = self.policy_update(prompt_ids, rollouts.response_ids, rewards, counts)
+            update = self.policy_update(batch, rollouts, advantages)
         with timer("sync"):
             self.generator.sync(self.model)
         with timer("allocate"):
             learning.result()
         self.step += 1
-        self.rollouts += int(counts.sum())
-        return dict(step=self.step, rollouts=self.rollouts, **batch_statistics(rewards, counts, rollouts.response_ids),
-                    **update, time_s=timer.seconds, allocator_overhead=timer.seconds["allocate"] / timer.total)
+        self.rollouts += batch.generated_rollouts
+        self.tokens += batch.generated_tokens
+        row = dict(step=self.step, rollouts=self.rollouts, tokens=self.tokens,
+                   **batch_statistics(batch, rollouts, self._pool_families),
+                   **update, time_s=timer.seconds, allocator_overhead=timer.seconds["allocate"] / timer.total)
+        if c.allocator.name == ORACLE:
+            row.update(oracle_s=oracle_seconds)
+        return row
 
-    def policy_update(self, prompt_ids, response_ids, rewards: np.ndarray, counts: np.ndarray) -> dict:
-        """One AdamW step (or `optim.epochs` clipped ones) on the token-level policy-gradient loss."""
+    def generate_and_verify(self, prompts: Prompts, counts: np.ndarray, rollouts: StepRollouts, seed: int,
+                            timer: StepTimer) -> Outcomes:
+        """One generation round: counts[i] rollouts of prompts[i], scored, kept in `rollouts`."""
+        counts = np.asarray(counts, dtype=np.int64)
+        rows = np.flatnonzero(counts > 0)  # a backend asked for 0 samples of a prompt may refuse
+        ids = prompts.ids[rows]
+        with timer("generate"):
+            generated = self.generator.generate([self.train_ids[i] for i in ids.tolist()], counts[rows], seed=seed)
+        with timer("reward"):
+            pool_ids = np.repeat(ids, counts[rows])
+            rewards = self.task.score(generated.texts, [self.task.train[i] for i in pool_ids.tolist()])
+        rollouts.add(pool_ids, generated.response_ids, rewards)
+        return Outcomes(rewards=rewards, tokens=np.array([len(r) for r in generated.response_ids], dtype=np.int64))
+
+    def advantages(self, batch: StepBatch) -> torch.Tensor:
+        """float64 [N]: each batch rollout's advantage within its advantage group."""
+        return group_advantages(torch.as_tensor(batch.rewards, device=self.device),
+                                torch.as_tensor(batch.group_sizes, device=self.device),
+                                estimator=self.config.optim.estimator)
+
+    def policy_update(self, batch: StepBatch, rollouts: StepRollouts, advantages: torch.Tensor) -> dict:
+        """One AdamW step (or `optim.epochs` clipped ones) on the policy-gradient loss of the trained rollouts."""
         o = self.config.optim
-        batch = pack_sequences(prompt_ids, response_ids, self.tokenizer.pad_token_id, self.device)
-        advantages = group_advantages(torch.as_tensor(rewards, device=self.device),
-                                      torch.as_tensor(counts, device=self.device), estimator=o.estimator)
-        per_token, _ = token_advantages(advantages, batch["response_lengths"], layout="padded")
+        trained = np.flatnonzero(batch.trained)
+        if not len(trained):  # a mode that kept no group: nothing to learn from this step
+            return dict(loss=None, grad_norm=None)
+        numbers = batch.rollouts[trained]
+        pool_ids = rollouts.pool_ids[numbers]
+        packed = pack_sequences([self.train_ids[i] for i in pool_ids.tolist()],
+                                [rollouts.response_ids[n] for n in numbers.tolist()], self.tokenizer.pad_token_id,
+                                self.device)
+        per_token, _ = token_advantages(advantages[torch.as_tensor(trained, device=self.device)]
+                                        if len(trained) < len(advantages) else advantages,
+                                        packed["response_lengths"], layout="padded")
+        prompts = torch.as_tensor(batch_rows(batch)[trained], device=self.device)
         old_logprobs = None
         if o.epochs > 1:
             with torch.no_grad():
-                old_logprobs, _ = response_logprobs(self.model, batch)
+                old_logprobs, _ = response_logprobs(self.model, packed)
         for group in self.optimizer.param_groups:  # a function of the step alone, so resuming needs no scheduler state
             group["lr"] = o.lr * min(1.0, (self.step + 1) / (o.warmup_steps + 1))
         for _ in range(o.epochs):
-            logprobs, mask = response_logprobs(self.model, batch)
+            logprobs, mask = response_logprobs(self.model, packed)
             loss = policy_gradient_loss(logprobs, logprobs.detach() if old_logprobs is None else old_logprobs,
                                         per_token, mask, clip_eps=o.clip_eps, aggregation=o.aggregation,
-                                        max_new_tokens=self.config.generation.max_new_tokens)
+                                        max_new_tokens=self.config.generation.max_new_tokens, prompts=prompts)
             self.optimizer.zero_grad(set_to_none=True)
             loss.backward()
             grad_norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), o.max_grad_norm)
             self.optimizer.step()
         return dict(loss=float(loss.detach()), grad_norm=float(grad_norm))
 
+    def measure_success(self, keys: np.ndarray, texts) -> np.ndarray:
+        """The oracle's measurement: the current policy's success rate on each prompt from
+        `allocator.oracle_samples` samples (outside the budget; seeds from (seed, step, ORACLE_STREAM, call))."""
+        started = time.perf_counter()
+        ids = np.array([self._pool_index[int(key)] for key in np.asarray(keys).tolist()], dtype=np.int64)
+        samples = self.config.allocator.oracle_samples
+        seed = int(np.random.default_rng([self.config.seed, self.step, ORACLE_STREAM, self._oracle_calls])
+                   .integers(2**31 - 1))
+        self._oracle_calls += 1
+        generated = self.generator.generate([self.train_ids[i] for i in ids.tolist()], np.full(len(ids), samples),
+                                            seed=seed)
+        rewards = self.task.score(generated.texts, [self.task.train[i] for i in np.repeat(ids, samples).tolist()])
+        threshold = self.config.allocator.reward_threshold
+        successes = rewards if threshold is None else (rewards >= threshold).astype(np.float64)
+        self._oracle_seconds += time.perf_counter() - started
+        return successes.reshape(len(ids), samples).mean(1)
+
+    def evaluation(self) -> dict:
+        """Held-out accuracy: mean reward of `eval_samples` samples per prompt (greedy when 0), overall and per
+        family."""
+        problems = self.task.held_out
+        samples = max(self.config.eval_samples, 1)
+        if self.config.eval_samples == 0:
+            rewards = self.task.score(self.generator.greedy(self.held_out_ids), problems)
+        else:
+            counts = np.full(len(self.held_out_ids), samples)
+            seed = int(np.random.default_rng([self.config.seed, self.step, 1]).integers(2**31 - 1))
+            texts = self.generator.generate(self.held_out_ids, counts, seed=seed).texts
+            rewards = self.task.score(texts, [p for p in problems for _ in range(samples)])
+        row = dict(held_out_accuracy=float(rewards.mean()))
+        if self.task.families:
+            row["held_out_by_family"] = by_family(rewards, [p.family for p in problems for _ in range(samples)])
+        return row
+
     def evaluate(self) -> float:
-        """Held-out accuracy: mean reward of `eval_samples` samples per prompt (greedy when 0)."""
-        answers = [answer for _, answer in self.task.held_out]
-        samples = self.config.eval_samples
-        if samples == 0:
-            return float(self.task.verify(self.generator.greedy(self.held_out_ids), answers).mean())
-        counts = np.full(len(self.held_out_ids), samples)
-        seed = int(np.random.default_rng([self.config.seed, self.step, 1]).integers(2**31 - 1))
-        texts = self.generator.generate(self.held_out_ids, counts, seed=seed).texts
-        return float(self.task.verify(texts, [a for a in answers for _ in range(samples)]).mean())
+        return self.evaluation()["held_out_accuracy"]
+
+    def majority_baseline(self) -> dict:
+        """What answering each family's most common training answer scores on the held-out set."""
+        per_family = majority_accuracy(self.task)
+        counts = {family: sum(p.family == family for p in self.task.held_out) for family in per_family}
+        overall = sum(per_family[f] * counts[f] for f in per_family) / max(sum(counts.values()), 1)
+        return dict(majority_accuracy=overall, majority_by_family=per_family) if self.task.families else \
+            dict(majority_accuracy=overall)
 
     # -- run directory and checkpoints ---------------------------------------------------------------
     def _start_run_dir(self) -> None:
@@ -212,6 +318,8 @@ class Trainer:
             self.tokenizer.save_pretrained(directory / "policy")
             torch.save(self.optimizer.state_dict(), directory / "optimizer.pt")
             self.allocator.save(directory / "allocator.npz")
+            state = json.dumps(dict(source=self.source.state(), tokens=self.tokens))
+            atomic_write(directory / rundir.TRAINER_STATE, lambda handle: handle.write(state.encode()))
 
         rundir.save_checkpoint(self.run_dir, self.step, self.rollouts, write_files)
 
@@ -222,10 +330,15 @@ class Trainer:
             self.optimizer.load_state_dict(torch.load(path, map_location=self.device, weights_only=True))
         except (RuntimeError, ValueError, KeyError, EOFError, pickle.UnpicklingError) as error:
             raise ValueError(f"{path} does not hold this run's optimizer state: {error}") from None
+        state = rundir.read_trainer_state(checkpoint)
+        self.source.load_state(state["source"])
+        self.tokens = state["tokens"]
         rundir.keep_metrics_through(self.run_dir, self.step)
 
     def _log(self, row: dict) -> dict:
         rundir.append_metrics(self.run_dir, row)
+        if self._tensorboard is not None:
+            rundir.write_scalars(self._tensorboard, row)
         return row
 
 
@@ -253,11 +366,13 @@ def _check_task_fits(task: Task, config: TrainConfig) -> None:
     if len(task.train) < wanted:
         raise ValueError(f"allocator.prompts_per_step ({wanted}) must be <= the task's {len(task.train)} training "
                          f"prompts")
-    if config.model.kind == "tiny":  # one token per character, after BOS
-        longest = 1 + max(len(prompt) for prompt, _ in task.train + task.held_out)
-        room = TINY_MAX_POSITIONS - longest
+    if config.model.kind == "tiny":
+        encode = prompt_encoder(build_tokenizer(task.tiny), config.model)
+        longest = max(len(encode(p.prompt)) for p in task.train + task.held_out)  # BOS included
+        positions = task.tiny.max_positions
+        room = positions - longest
         if config.generation.max_new_tokens > room:
-            raise ValueError(f"generation.max_new_tokens must be <= {room} for the tiny model: its {TINY_MAX_POSITIONS} "
+            raise ValueError(f"generation.max_new_tokens must be <= {room} for the tiny model: its {positions} "
                              f"positions hold the longest prompt ({longest} tokens) and the response, got "
                              f"{config.generation.max_new_tokens}")
 
@@ -291,21 +406,16 @@ class StepTimer:
 
         return _Span()
 
+    def add(self, phase: str, seconds: float) -> None:
+        self.seconds[phase] += seconds
+
     @property
     def total(self) -> float:
         return sum(self.seconds.values())
 
 
-def batch_statistics(rewards: np.ndarray, counts: np.ndarray, response_ids) -> dict:
-    """Reward, solve rate, wasted rollouts (groups of all-equal rewards: zero advantage) and the allocation."""
-    offsets = np.concatenate([[0], np.cumsum(counts)])
-    group_means = np.add.reduceat(rewards, offsets[:-1]) / counts
-    settled = (group_means == 0) | (group_means == 1)
-    values, frequency = np.unique(counts, return_counts=True)
-    return dict(reward_mean=float(rewards.mean()), solve_rate=float((group_means > 0).mean()),
-                wasted_rollouts=int(counts[settled].sum()), wasted_fraction=float(counts[settled].sum() / counts.sum()),
-                allocation_histogram={int(v): int(f) for v, f in zip(values, frequency)},
-                mean_response_tokens=float(np.mean([len(r) for r in response_ids])))
+def _short(value) -> str | None:
+    return None if value is None else f"{value:.3f}"
 
 
 def _flatten(mapping: dict, prefix: str = "") -> dict:
