@@ -110,12 +110,12 @@ def test_fractional_rewards_reach_the_gp_as_fractional_successes(rng):
         rewards = rng.uniform(0, 1, size=plan.total)
         alloc.update(plan, rewards, ends_step=False)
         sums = np.add.reduceat(rewards, np.concatenate([[0], np.cumsum(plan.counts)[:-1]]))
-        gp = alloc.gp if preset == "gp" else alloc.gp.gp
+        gp = alloc.predictor if preset == "gp" else alloc.predictor.gp
         stored = gp.pseudo_observations()
         order = np.argsort(stored["keys"])
         np.testing.assert_allclose(stored["successes"][order], sums[np.argsort(plan.keys)], rtol=1e-12)
         np.testing.assert_array_equal(stored["trials"][order], plan.counts[np.argsort(plan.keys)])
         if preset == "vipfast":
-            successes, trials = alloc.gp.own_counts(plan.keys)
+            successes, trials = alloc.predictor.own_counts(plan.keys)
             np.testing.assert_allclose(successes, sums, rtol=1e-6)
             np.testing.assert_array_equal(trials, plan.counts)

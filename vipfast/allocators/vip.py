@@ -1,12 +1,16 @@
-"""VIP (arXiv 2602.01601): a Gaussian-process success predictor over prompt embeddings + the exact solver.
+"""VIP (arXiv 2602.01601): a success predictor over prompt embeddings + the exact solver.
 
 Presets:
-- "vipfast": SuccessGP with Laplace sites, a wide prior (signal variance 64), forgetting 0.99, the fast
-  (inducing-point) engine and recalibration of its logits on the outcomes of its own predictions;
-  weights E[p(1 − p)] under the posterior, so an unexplored prompt is not mistaken for a settled one.
+- "vipfast" (default): SuccessModel, a logit that is a GP over embeddings (the shared prior) plus a
+  per-prompt random effect whose posterior comes from that prompt's own counts, kept for every prompt
+  seen; the GP's prior variance and recalibration chosen online by the allocation loss. It reduces to a
+  per-prompt counter when embeddings carry nothing and to the GP when prompts never repeat.
+- "gp": the SuccessGP alone (Laplace sites, signal variance 64, forgetting 0.99, fast engine, logit
+  recalibration), which forgets a prompt once its bounded key store evicts it.
 - "paper": the published VIP code's predictor: fixed bandwidth 0.27, prior mean −5, clipped-rate logits
   as near-noiseless observations, a last-step fit, sigmoid of the posterior mean, plug-in p(1 − p).
-docs/allocators.md explains both and docs/success_gp.md the GP.
+The first two weigh prompts by E[p(1 − p)] under the posterior. docs/allocators.md compares the presets,
+docs/success_model.md and docs/success_gp.md explain the predictors.
 """
 
 from __future__ import annotations
@@ -34,9 +38,10 @@ PRESETS = {
 
 
 class VIPAllocator(AllocatorBase):
-    """Predict each prompt's success probability with a SuccessGP over its embedding, then solve exactly.
+    """Predict each prompt's success probability from its embedding (and history), then solve exactly.
 
-    preset: "vipfast" or "paper" (PRESETS); gp_options override the preset's SuccessGP options.
+    preset: "vipfast", "gp" or "paper" (PRESETS); gp_options override the preset's SuccessGP options
+    (for "vipfast", those of its shared GP), model_options the SuccessModel's.
     embedder: "minilm", "hashing", an embedder object, or None when plan() always gets embeddings=.
     """
 
@@ -54,9 +59,9 @@ class VIPAllocator(AllocatorBase):
         self.hierarchical = "model" in PRESETS[preset]
         self.gp_options = {**PRESETS[preset].get("gp", {}), **(gp_options or {})}
         self.model_options = {**PRESETS[preset].get("model", {}), **(model_options or {})}
-        self.gp = None
+        self.predictor = None
         if embedding_dim is not None:
-            self.gp = self._new_predictor(int(embedding_dim))
+            self.predictor = self._new_predictor(int(embedding_dim))
 
     def init_options(self) -> dict:
         return dict(preset=self.preset, gp_options=self.gp_options, model_options=self.model_options,
@@ -70,14 +75,14 @@ class VIPAllocator(AllocatorBase):
             return SuccessModel(dim, gp_options=self.gp_options, **self.model_options)
         return SuccessGP(dim, **self.gp_options)
 
-    def _gp(self, dim: int):
-        if self.gp is None:
-            self.gp = self._new_predictor(dim)
-        return self.gp
+    def _predictor(self, dim: int):
+        if self.predictor is None:
+            self.predictor = self._new_predictor(dim)
+        return self.predictor
 
     def weigh(self, keys, prompts, embeddings) -> Weighing:
         x = self.embeddings(keys, prompts, embeddings)
-        prediction = self._gp(x.shape[1]).predict(keys, x)
+        prediction = self._predictor(x.shape[1]).predict(keys, x)
         p = prediction.proba
         weights = prediction.weight if PRESETS[self.preset]["weights"] == "expected" else p * (1 - p)
         return Weighing(p=p, weights=weights, embeddings=x, prediction=prediction)
@@ -85,34 +90,34 @@ class VIPAllocator(AllocatorBase):
     def learn(self, plan, successes, trials) -> None:
         if plan.embeddings is None:
             raise ValueError("this plan carries no embeddings: update a VIPAllocator with the Plan its plan() returned")
-        gp = self._gp(plan.embeddings.shape[1])
-        gp.observe(plan.keys, plan.embeddings, successes, trials, prediction=plan.prediction)
+        predictor = self._predictor(plan.embeddings.shape[1])
+        predictor.observe(plan.keys, plan.embeddings, successes, trials, prediction=plan.prediction)
 
     def advance(self) -> None:
-        if self.gp is not None:
-            self.gp.advance()
+        if self.predictor is not None:
+            self.predictor.advance()
 
     def rule_stats(self) -> dict:
-        if self.gp is None:
+        if self.predictor is None:
             return dict(prompts_held=0)
         if self.hierarchical:
-            return self.gp.stats()
-        offset, scale = self.gp.calibration
-        return dict(prompts_held=self.gp.num_stored, calibration=dict(offset=offset, scale=scale))
+            return self.predictor.stats()
+        offset, scale = self.predictor.calibration
+        return dict(prompts_held=self.predictor.num_stored, calibration=dict(offset=offset, scale=scale))
 
     def state_arrays(self) -> dict[str, np.ndarray]:
-        if self.gp is None:
+        if self.predictor is None:
             return {}
         if self.hierarchical:
-            return {f"model/{k}": v for k, v in self.gp.state_arrays().items()}
-        return {f"gp/{k}": np.asarray(v) for k, v in self.gp.state_dict().items()}
+            return {f"model/{k}": v for k, v in self.predictor.state_arrays().items()}
+        return {f"gp/{k}": np.asarray(v) for k, v in self.predictor.state_dict().items()}
 
     def load_state_arrays(self, arrays, version) -> None:
         if self.hierarchical and arrays:
             model = {k.removeprefix("model/"): v for k, v in arrays.items() if k.startswith("model/")}
             dim = int(model["gp/dim"])
-            self.gp = self._new_predictor(dim)
-            self.gp.load_state_arrays(model)
+            self.predictor = self._new_predictor(dim)
+            self.predictor.load_state_arrays(model)
             self.embeddings.dim = dim
             return
         gp_state = {k.removeprefix("gp/"): v for k, v in arrays.items() if k.startswith("gp/")}
@@ -120,8 +125,8 @@ class VIPAllocator(AllocatorBase):
         if unknown:
             raise ValueError(f"unexpected state entries {unknown} for allocator {self.name!r}")
         if gp_state:
-            self.gp = SuccessGP.from_state_dict({k: (v.item() if v.ndim == 0 else v) for k, v in gp_state.items()})
-            self.embeddings.dim = self.gp.dim
+            self.predictor = SuccessGP.from_state_dict({k: (v.item() if v.ndim == 0 else v) for k, v in gp_state.items()})
+            self.embeddings.dim = self.predictor.dim
 
 
 for _preset in PRESETS:
