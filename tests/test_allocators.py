@@ -85,6 +85,23 @@ def test_resume_after_save_gives_identical_plans(name, rng, tmp_path):
     assert restored.stats()["predictions"] == allocator.stats()["predictions"]
 
 
+@pytest.mark.slow
+def test_a_gp_with_a_short_lengthscale_saves_and_loads_after_evictions(rng, tmp_path):
+    """A fixed lengthscale of 0.1 and more prompts than the 4096-key store: the saved state must load."""
+    allocator = vipfast.VIPAllocator(8.0, preset="gp", gp_options=dict(lengthscale=0.1), embedder=None,
+                                     min_rollouts=2, max_rollouts=16)
+    for _ in range(9):
+        keys, embeddings = random_batch(rng, 512)
+        plan = allocator.plan(keys=keys, embeddings=embeddings)
+        allocator.update(plan, (rng.random(plan.total) < 0.4).astype(float))
+    assert allocator.stats()["prompts_held"] == 4096
+    allocator.save(tmp_path / "allocator.npz")
+    restored = load_allocator(tmp_path / "allocator.npz")
+    keys, embeddings = random_batch(rng, 64)
+    np.testing.assert_array_equal(restored.plan(keys=keys, embeddings=embeddings).weights,
+                                  allocator.plan(keys=keys, embeddings=embeddings).weights)
+
+
 @pytest.mark.parametrize("name", ["vipfast", "gp", "paper", "knapsack", "beta", "coba"])
 def test_prompts_near_one_half_get_more_rollouts_than_settled_ones(name, rng):
     """Fails for a uniform split and for inverted weights: the rule must read the outcomes."""

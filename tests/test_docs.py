@@ -62,3 +62,14 @@ def test_python_block_runs(code, fragment, tmp_path):
     result = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, env=environment, capture_output=True,
                             text=True, timeout=TIMEOUT_S)
     assert result.returncode == 0, f"exit status {result.returncode}\n{result.stderr[-4000:]}"
+
+
+@pytest.mark.parametrize("page", PAGES + [ROOT / name for name in ("BENCHMARKS.md", "RESULTS.md", "CHANGELOG.md")
+                                           if (ROOT / name).exists()],
+                         ids=lambda page: page.relative_to(ROOT).as_posix())
+def test_user_docs_stand_on_their_own(page):
+    """Users get the repository, not the design notes; vipfast installs from a checkout, not from PyPI."""
+    text = page.read_text()
+    assert "DESIGN.md" not in text, f"{page.name} cites DESIGN.md, which users do not have"
+    installs = re.findall(r"pip install [^`\n]*vipfast\[", text)
+    assert not installs, f"{page.name}: {installs[0]!r} installs from PyPI; write pip install \".[extra]\""
