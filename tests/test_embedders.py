@@ -110,7 +110,7 @@ def test_minilm_allocator_plans_offline():
         "a = vipfast.VIPAllocator(8.0, min_rollouts=2, max_rollouts=16);"
         "p = [f'What is {i} + {2 * i}?' for i in range(12)];"
         "c = a.plan(p); a.update(c, np.ones(c.total)); c2 = a.plan(p);"
-        "print(c.total, c2.total, int(c2.counts.min()), int(c2.counts.max()), a.gp.dim)"
+        "print(c.total, c2.total, int(c2.counts.min()), int(c2.counts.max()), a.predictor.dim)"
     )
     out = run_offline(code)
     assert out[:2] == ["96", "96"] and 2 <= int(out[2]) <= int(out[3]) <= 16 and out[4] == "384"
