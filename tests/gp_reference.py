@@ -16,7 +16,9 @@ from __future__ import annotations
 from collections import OrderedDict
 
 import numpy as np
+import scipy.integrate
 import scipy.linalg
+import scipy.special
 
 
 def normalise(x) -> np.ndarray:
@@ -53,12 +55,24 @@ def pseudo_observation(k, n, noise="binomial", jitter=0.0, clip=0.01, linearisat
     return np.log(p / (1 - p)), np.full_like(p, jitter)
 
 
-def gh_expected_bernoulli_variance(mean, var, nodes=32):
-    """E[sigmoid(f)(1 - sigmoid(f))], f ~ N(mean, var), with numpy's Gauss-Hermite rule."""
-    x, w = np.polynomial.hermite.hermgauss(nodes)
-    f = np.asarray(mean)[..., None] + np.sqrt(2.0 * np.asarray(var))[..., None] * x
-    s = 1.0 / (1.0 + np.exp(-f))
-    return (s * (1 - s)) @ w / np.sqrt(np.pi)
+def expected_bernoulli_variance_reference(mean, var):
+    """E[sigmoid(f)(1 - sigmoid(f))], f ~ N(mean, var), elementwise, by scipy's adaptive quadrature of the definition."""
+    mean, var = np.broadcast_arrays(np.asarray(mean, dtype=np.float64), np.asarray(var, dtype=np.float64))
+    out = np.empty(mean.shape)
+    for index in np.ndindex(mean.shape):
+        m, v = mean[index], var[index]
+        if v <= 0:
+            out[index] = scipy.special.expit(m) * scipy.special.expit(-m)
+            continue
+        sd = np.sqrt(v)
+        # in the standard score z = (f - m) / sd, so a narrow posterior is as easy as a wide one
+        integrand = lambda z: (scipy.special.expit(m + sd * z) * scipy.special.expit(-m - sd * z)  # noqa: E731
+                               * np.exp(-0.5 * z * z) / np.sqrt(2 * np.pi))
+        centre = -m / sd  # where f = 0: the logistic bump
+        points = [centre] if abs(centre) < 14 else None
+        out[index] = scipy.integrate.quad(integrand, -14.0, 14.0, points=points, epsabs=0, epsrel=1e-12,
+                                          limit=800)[0]
+    return out
 
 
 class ReferenceGP:

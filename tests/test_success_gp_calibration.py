@@ -10,7 +10,7 @@ from scipy.optimize import minimize
 from scipy.special import expit, log_expit
 
 import vipfast
-from gp_reference import Workload, assert_same_predictions, gh_expected_bernoulli_variance
+from gp_reference import Workload, assert_same_predictions, expected_bernoulli_variance_reference
 
 
 def reference_map(records, step, window):
@@ -68,7 +68,7 @@ def test_predictions_are_those_of_the_mapped_logit(mode, rng):
     np.testing.assert_allclose(mapped.mean, a + b * raw.mean, rtol=1e-12, atol=1e-12)
     np.testing.assert_allclose(mapped.var, b * b * raw.var, rtol=1e-12, atol=1e-15)
     np.testing.assert_allclose(mapped.proba, expit(mapped.mean / np.sqrt(1 + np.pi * mapped.var / 8)), rtol=1e-12)
-    np.testing.assert_allclose(mapped.weight, gh_expected_bernoulli_variance(mapped.mean, mapped.var), rtol=1e-6, atol=1e-9)
+    np.testing.assert_allclose(mapped.weight, expected_bernoulli_variance_reference(mapped.mean, mapped.var), rtol=1e-6, atol=1e-9)
 
 
 def test_recalibration_leaves_the_gp_evidence_alone(rng):

@@ -206,7 +206,7 @@ class SuccessGP:
         return self.predict(keys, embeddings).proba
 
     def expected_bernoulli_variance(self, keys, embeddings) -> np.ndarray:
-        """w [Q] = E[sigmoid(f)(1 - sigmoid(f))] by 32-node Gauss-Hermite quadrature."""
+        """w [Q] = E[sigmoid(f)(1 - sigmoid(f))] by adaptive Gauss-Hermite quadrature (docs/success_gp.md)."""
         return self.predict(keys, embeddings).weight
 
     # -- inspection ----------------------------------------------------------------------

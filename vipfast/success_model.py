@@ -175,6 +175,11 @@ class SuccessModel:
 
     # -- inspection and state ------------------------------------------------------------------------
     @property
+    def dim(self) -> int:
+        """Embedding width."""
+        return self.gp.dim
+
+    @property
     def num_prompts(self) -> int:
         """Prompts with counts in the table."""
         return len(self.counts)
@@ -246,8 +251,8 @@ def _sigmoid(f):
 
 
 def _moments(mean, var):
-    """(E[σ(f)], E[σ(f)(1 − σ(f))]) for f ~ N(mean, var): Gauss–Hermite for the first, the core's quadrature
-    (Gauss–Legendre over σ(f) where the variance is large) for the second."""
+    """(E[σ(f)], E[σ(f)(1 − σ(f))]) for f ~ N(mean, var): Gauss–Hermite for the first, the core's adaptive
+    Gauss–Hermite quadrature for the second."""
     nodes, weights = _HERMITE
     p = _sigmoid(mean[:, None] + np.sqrt(var)[:, None] * nodes[None, :])
     return p @ (weights / weights.sum()), _core.expected_bernoulli_variance(mean, var)

@@ -10,22 +10,18 @@ namespace vipfast::gp {
 namespace {
 
 constexpr int kHermiteNodes = 32;
-constexpr int kLegendreNodes = 64;
-// Above this latent variance 32-node Gauss-Hermite under-resolves sigma(1 - sigma) (error 1e-4 at
-// v = 10, 2e-2 at v = 100); E[p(1-p)] is then integrated in u = sigma(f) by Gauss-Legendre.
-constexpr double kHermiteMaxVar = 6.0;
 
-struct QuadratureRule {
+// Gauss-Hermite nodes x_i and the weights w_i exp(x_i^2) that integrate a function itself, not a
+// function times exp(-x^2).
+struct HermiteRule {
   std::vector<double> x, w;
 };
 
-// Physicists' Gauss-Hermite rule for weight exp(-x^2): Golub-Welsch nodes polished by Newton on
-// the orthonormal Hermite recurrence; weights 2 / p_n'(x)^2 (as numpy.polynomial.hermite.hermgauss).
-QuadratureRule make_hermite_rule(int n) {
+HermiteRule make_hermite_rule(int n) {
   Eigen::MatrixXd jacobi = Eigen::MatrixXd::Zero(n, n);
   for (int k = 1; k < n; ++k) jacobi(k, k - 1) = jacobi(k - 1, k) = std::sqrt(k / 2.0);
   Eigen::SelfAdjointEigenSolver<Eigen::MatrixXd> solver(jacobi, Eigen::EigenvaluesOnly);
-  QuadratureRule rule{std::vector<double>(n), std::vector<double>(n)};
+  HermiteRule rule{std::vector<double>(n), std::vector<double>(n)};
   for (int i = 0; i < n; ++i) {
     double x = solver.eigenvalues()(i);
     double derivative = 1.0;
@@ -40,7 +36,7 @@ QuadratureRule make_hermite_rule(int n) {
       x -= p / derivative;
     }
     rule.x[i] = x;
-    rule.w[i] = 2.0 / (derivative * derivative);
+    rule.w[i] = 2.0 / (derivative * derivative) * std::exp(x * x);
   }
   for (int i = 0; i < n / 2; ++i) {  // exact symmetry
     const double x = 0.5 * (rule.x[n - 1 - i] - rule.x[i]);
@@ -52,59 +48,51 @@ QuadratureRule make_hermite_rule(int n) {
   return rule;
 }
 
-// Gauss-Legendre on (0, 1): Newton on the Legendre recurrence from Tricomi's initial guesses.
-QuadratureRule make_legendre_rule(int n) {
-  QuadratureRule rule{std::vector<double>(n), std::vector<double>(n)};
-  for (int i = 0; i < n; ++i) {
-    double x = std::cos(kPi * (i + 0.75) / (n + 0.5));
-    double derivative = 1.0;
-    for (int iteration = 0; iteration < 100; ++iteration) {
-      double p_prev = 1.0, p = x;
-      for (int j = 2; j <= n; ++j) {
-        const double p_next = ((2.0 * j - 1.0) * x * p - (j - 1.0) * p_prev) / j;
-        p_prev = p;
-        p = p_next;
-      }
-      derivative = n * (x * p - p_prev) / (x * x - 1.0);
-      const double step = p / derivative;
-      x -= step;
-      if (std::abs(step) < 1e-16) break;
-    }
-    rule.x[i] = 0.5 * (1.0 - x);  // ascending in (0, 1)
-    rule.w[i] = 1.0 / ((1.0 - x * x) * derivative * derivative);
+const HermiteRule& hermite_rule() {
+  static const HermiteRule rule = make_hermite_rule(kHermiteNodes);
+  return rule;
+}
+
+// log of sigmoid(f) (1 - sigmoid(f)) N(f; mean, var), up to the constant -log sqrt(2 pi var).
+double log_integrand(double f, double mean, double var) {
+  const double a = std::abs(f);
+  return -a - 2.0 * std::log1p(std::exp(-a)) - 0.5 * (f - mean) * (f - mean) / var;
+}
+
+// The mode of the integrand: its log is strictly concave with slope 1 - 2 sigmoid(f) - (f - mean) / var, which
+// has the sign of mean at 0 and the opposite sign at mean, so the mode lies between them. Newton inside that
+// shrinking bracket, from the mode of the tails' shape (|f| large: mean -+ var) or the centre's (f near 0:
+// mean / (1 + var / 4)), whichever is farther from 0; the rule needs the mode only to a small part of its scale.
+double integrand_mode(double mean, double var) {
+  double low = std::min(mean, 0.0), high = std::max(mean, 0.0);
+  double f = std::copysign(std::max(std::abs(mean) - var, std::abs(mean) / (1.0 + 0.25 * var)), mean);
+  for (int iteration = 0; iteration < 100 && high > low; ++iteration) {
+    const double slope = 1.0 - 2.0 * sigmoid(f) - (f - mean) / var;
+    if (slope > 0) low = f; else high = f;
+    double next = f + slope / (2.0 * bernoulli_variance(f) + 1.0 / var);
+    if (!(next > low && next < high)) next = 0.5 * (low + high);
+    if (std::abs(next - f) <= 1e-9 * (1.0 + std::abs(f))) return next;
+    f = next;
   }
-  return rule;
-}
-
-const QuadratureRule& hermite_rule() {
-  static const QuadratureRule rule = make_hermite_rule(kHermiteNodes);
-  return rule;
-}
-
-const QuadratureRule& legendre_rule() {
-  static const QuadratureRule rule = make_legendre_rule(kLegendreNodes);
-  return rule;
+  return f;
 }
 
 }  // namespace
 
 double expected_bernoulli_variance(double mean, double var) {
-  var = std::max(var, 0.0);
+  if (std::isinf(mean)) return 0.0;
+  if (!(var > 1e-12)) return bernoulli_variance(mean);  // the error is O(var)
+  // Adaptive Gauss-Hermite: the rule is centred at the integrand's mode and scaled to its curvature there, so
+  // the nodes sit where the mass is however far the posterior lies from f = 0 and however wide it is.
+  const double mode = integrand_mode(mean, var);
+  const double scale = std::sqrt(2.0 / (2.0 * bernoulli_variance(mode) + 1.0 / var));
+  const HermiteRule& rule = hermite_rule();
   double total = 0.0;
-  if (var <= kHermiteMaxVar) {
-    const QuadratureRule& rule = hermite_rule();
-    const double spread = std::sqrt(2.0 * var);
-    for (int i = 0; i < kHermiteNodes; ++i) total += rule.w[i] * bernoulli_variance(mean + spread * rule.x[i]);
-    return std::min(total / std::sqrt(kPi), 0.25);  // the weights sum to sqrt(pi) only up to rounding
+  for (int i = 0; i < kHermiteNodes; ++i) {
+    const double f = mode + scale * rule.x[i];
+    total += rule.w[i] * std::exp(log_integrand(f, mean, var));
   }
-  // sigma(1 - sigma) is the logistic density: E = integral over u in (0, 1) of N(mean - logit(u); 0, var).
-  const QuadratureRule& rule = legendre_rule();
-  for (int i = 0; i < kLegendreNodes; ++i) {
-    const double u = rule.x[i];
-    const double t = mean - (std::log(u) - std::log1p(-u));
-    total += rule.w[i] * std::exp(-0.5 * t * t / var);
-  }
-  return std::min(total / std::sqrt(2.0 * kPi * var), 0.25);
+  return std::min(total * scale / std::sqrt(2.0 * kPi * var), 0.25);
 }
 
 }  // namespace vipfast::gp
