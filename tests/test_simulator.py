@@ -91,6 +91,19 @@ def test_simulate_cli_prints_seed_statistics_and_writes_its_files(tmp_path, caps
     assert (out / "summary.csv").read_text().count("\n") == 1 + 4 * 2
 
 
+def test_simulate_writes_under_runs_by_default(tmp_path, monkeypatch, capsys):
+    """Nothing lands in the working directory itself: the default output is runs/simulate/."""
+    from vipfast.cli import main
+
+    monkeypatch.chdir(tmp_path)
+    assert main(["simulate", "--allocators", "uniform", "--num-prompts", "64", "--batch-size", "16", "--steps", "2",
+                 "--num-clusters", "4"]) == 0
+    capsys.readouterr()
+    assert sorted(path.name for path in tmp_path.iterdir()) == ["runs"]
+    assert sorted(path.name for path in (tmp_path / "runs" / "simulate").iterdir()) == [
+        "curves.png", "summary.csv", "summary.md"]
+
+
 def test_a_bad_arm_is_refused_before_any_run():
     from vipfast.experiments.runner import parse_arm
 
