@@ -87,7 +87,9 @@ bool solve3(double a[3][3], double b[3], double x[3]) {
 // gains, or a curve this form does not fit).
 template <class Units>
 CountGuess fit_guess(const Units& units, int64_t positive_steps, int64_t mean, bool unit_slope) {
-  const int64_t levels = std::min({positive_steps, std::max<int64_t>(16, 4 * mean + 16), int64_t{4096}});
+  // 4 * mean + 16 capped at 4096 without forming it: mean may be near INT64_MAX / 4 for huge budgets
+  const int64_t wanted = mean >= (4096 - 16) / 4 ? int64_t{4096} : std::max<int64_t>(16, 4 * mean + 16);
+  const int64_t levels = std::min(positive_steps, wanted);
   if (levels < 3) return {0, 0, 0, positive_steps, mean};
   double normal[3][3] = {{0, 0, 0}, {0, 0, 0}, {0, 0, 0}}, right[3] = {0, 0, 0};
   for (int64_t k = 0; k < levels; ++k) {
