@@ -79,6 +79,9 @@ class ThresholdSearch {
       entries_.clear();
       const auto move = [&](int64_t q) {
         const int64_t was = current(q);
+        // A count at the end of its range has no unit to gain or give up, whatever the multiplier (one at
+        // +-inf passes even the sentinel gains there).
+        if (need_more ? was >= steps_ : was <= 0) return;
         // Most prompts move by one unit: check that before searching further.
         int64_t now;
         if (need_more)
