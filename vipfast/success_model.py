@@ -101,7 +101,6 @@ class SuccessModel:
         cavity_mean = np.where(held, cavity_var * (mean / var - site_precision * site_target), mean)
         return cavity_mean, cavity_var
 
-
     def _prior(self, cavity_mean, cavity_var, prompt_var, calibrated=None):
         """The prior for f: N(m, v + τ²) from the embeddings, recalibrated (a + b m, b² (v + τ²)) when the
         running scores say the map predicts better than the identity."""
