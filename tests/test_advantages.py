@@ -595,7 +595,7 @@ NAN_INDEXES = {
 
 @pytest.mark.parametrize("make", NAN_INDEXES.values(), ids=NAN_INDEXES.keys())
 def test_nan_ids_are_refused_for_every_input(make):
-    """One rule: a NaN id names no group. numpy (equal_nan) used to merge NaNs, torch.unique to split them."""
+    """One rule: a NaN id names no group (numpy.unique with equal_nan merges NaNs, torch.unique splits them)."""
     with pytest.raises(ValueError, match=r"index\[1\] = .*nan.* is not equal to itself \(NaN\)"):
         vipfast.group_ids_from_index(make())
     with pytest.raises(ValueError, match=r"is not equal to itself \(NaN\)"):
