@@ -53,6 +53,10 @@ class RolloutLedger:
         """float64 [total]: the reward of each rollout number."""
         return np.concatenate(self._rewards) if self._rewards else np.empty(0, dtype=np.float64)
 
+    def empty_batch(self, prompts: Prompts, prompts_drawn: int) -> StepBatch:
+        """The StepBatch of a step whose source gave no prompts: nothing generated, incomplete."""
+        return self.batch(prompts, [], [], prompts_drawn=prompts_drawn, complete=False, pending=[])
+
     def batch(self, prompts: Prompts, group_prompt, groups: list[np.ndarray], *, prompts_drawn: int, complete: bool,
               pending: list[Observation], trained: np.ndarray | None = None) -> StepBatch:
         """The StepBatch of advantage groups `groups` (rollout numbers each) of prompts[group_prompt[g]].

@@ -82,7 +82,7 @@ class PODSSampler(Sampler):
         prompts, drawn = self.draw(allocator, source, num_prompts)
         ledger = RolloutLedger()
         if len(prompts) == 0:
-            return ledger.batch(prompts, [], [], prompts_drawn=drawn, complete=False, pending=[])
+            return ledger.empty_batch(prompts, drawn)
         plan = plan_for(allocator, prompts)
         numbers, rewards = ledger.generate(generate, prompts, plan.counts)
         chosen = max_variance_selection(rewards, plan.counts, self.keep)

@@ -80,7 +80,7 @@ class ReinforceAdaSampler(Sampler):
         prompts, drawn = self.draw(allocator, source, num_prompts)
         ledger = RolloutLedger()
         if len(prompts) == 0:
-            return ledger.batch(prompts, [], [], prompts_drawn=drawn, complete=False, pending=[])
+            return ledger.empty_batch(prompts, drawn)
         plan = plan_for(allocator, prompts)  # the allocator only learns from this mode's rollouts
         pools, active = self._collect(ledger, generate, prompts)
         rewards = ledger.rewards

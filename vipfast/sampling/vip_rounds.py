@@ -106,7 +106,7 @@ class VIPRoundsSampler(Sampler):
         prompts, drawn = self.draw(allocator, source, num_prompts)
         ledger = RolloutLedger()
         if len(prompts) == 0:
-            return ledger.batch(prompts, [], [], prompts_drawn=drawn, complete=False, pending=[])
+            return ledger.empty_batch(prompts, drawn)
         plan = plan_for(allocator, prompts)
         budget = plan.total
         first_budget = min(budget, max(len(prompts) * low, math.floor(self.first_fraction * budget + 0.5)))
