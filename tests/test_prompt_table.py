@@ -76,3 +76,19 @@ def test_table_state_round_trips(rng):
     broken["column/a"] = broken["column/a"][:-1]
     with pytest.raises(ValueError, match="column/a"):
         restored.load_state_arrays(broken)
+
+
+def test_a_state_saved_before_a_column_existed_loads_it_as_its_default(rng):
+    old = PromptTable({"a": 0.0}, capacity=100)
+    keys = rng.integers(0, 2**63, 30, dtype=np.uint64)
+    old.write("a", old.insert(keys), rng.normal(size=30))
+    grown = PromptTable({"a": 0.0, "b": np.nan}, capacity=100)
+    grown.load_state_arrays(old.state_arrays())
+    np.testing.assert_array_equal(grown.read("a", keys), old.read("a", keys))
+    assert np.isnan(grown.read("b", keys)).all()
+    foreign = dict(old.state_arrays(), **{"column/c": np.zeros(30)})
+    with pytest.raises(ValueError, match="only columns of"):
+        grown.load_state_arrays(foreign)
+    without_keys = {k: v for k, v in old.state_arrays().items() if k != "touched"}
+    with pytest.raises(ValueError, match="must hold"):
+        grown.load_state_arrays(without_keys)

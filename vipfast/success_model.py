@@ -78,7 +78,10 @@ class SuccessModel:
         self.prompt_var = float(prompt_var)
         self.fixed_prompt_var = bool(fixed_prompt_var)
         self.forgetting = float(forgetting)
-        self.counts = PromptTable({"successes": 0.0, "trials": 0.0, "step": 0.0}, capacity=capacity, dtype=np.float32)
+        # cavity_*: what the embeddings said of g at the prompt's last visit (NaN: never observed), so a
+        # pre-rollout screen can predict a prompt from its key alone.
+        self.counts = PromptTable({"successes": 0.0, "trials": 0.0, "step": 0.0, "cavity_mean": np.nan,
+                                   "cavity_var": np.nan}, capacity=capacity, dtype=np.float32)
         self.calibration_window = int(calibration_window)
         self.calibration = _core.LogitCalibration(self.calibration_window)
         self.prompt_var_scores = np.zeros((2, len(_PROMPT_VAR_GRID)))  # [identity, recalibrated] x τ² grid
@@ -119,6 +122,23 @@ class SuccessModel:
         proba, weight = _moments(mean, var)
         return SuccessPrediction(mean, var, proba, weight, cavity_mean, cavity_var, successes, trials, gp_prediction)
 
+    def revisit_weight(self, keys) -> np.ndarray:
+        """float64 [k]: the allocation weight E[σ(f)(1 − σ(f))] from each prompt's own counts and the prior its
+        embedding gave at its last visit: what can be known before its embedding is computed (a pre-rollout
+        screen). NaN for prompts never observed."""
+        keys = as_uint64_keys(keys)
+        rows = self.counts.rows(keys)
+        cavity_mean = self.counts.read("cavity_mean", rows=rows).astype(np.float64)
+        cavity_var = self.counts.read("cavity_var", rows=rows).astype(np.float64)
+        known = np.flatnonzero(np.isfinite(cavity_mean) & (cavity_var > 0))
+        weight = np.full(len(keys), np.nan)
+        if len(known):
+            successes, trials = self.own_counts(keys[known])
+            prior_mean, prior_var = self._prior(cavity_mean[known], cavity_var[known], self.prompt_var)
+            mean, var = _laplace_posterior(prior_mean, prior_var, successes, trials)
+            weight[known] = _core.expected_bernoulli_variance(mean, var)
+        return weight
+
     # -- learning -------------------------------------------------------------------------------------
     def observe(self, keys, embeddings, successes, trials, prediction: SuccessPrediction | None = None) -> None:
         keys = as_uint64_keys(keys)
@@ -131,12 +151,16 @@ class SuccessModel:
         if not self.fixed_prompt_var:
             self._update_prompt_var(prediction, successes, trials)
         self.gp.observe(keys, embeddings, successes, trials, prediction=prediction.gp)
+        visited = keys
         keys, successes, trials = merge_duplicate_keys(keys, successes, trials)
         old_successes, old_trials = self.own_counts(keys)
         rows = self.counts.insert(keys)
         self.counts.write("successes", rows, old_successes + successes)
         self.counts.write("trials", rows, old_trials + trials)
         self.counts.write("step", rows, self.step)
+        visited_rows = self.counts.rows(visited)
+        self.counts.write("cavity_mean", visited_rows, prediction.cavity_mean)
+        self.counts.write("cavity_var", visited_rows, prediction.cavity_var)
 
     def advance(self, steps: int = 1) -> None:
         """`steps` training steps have passed: every count ages (weight forgetting**age), in the GP too."""

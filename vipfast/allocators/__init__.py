@@ -9,7 +9,7 @@
 Each rule is one module that registers its name(s); `allocator_names()` lists them.
 """
 
-from . import beta, coba, greso, knapsack, uniform, vip  # noqa: F401  (each registers its rules)
+from . import beta, coba, greso, knapsack, uniform, vip, vip_screen  # noqa: F401  (each registers its rules)
 from .base import Allocator, AllocatorBase
 from .beta import BetaAllocator
 from .coba import CobaAllocator
@@ -19,6 +19,7 @@ from .plan import Plan, successes_per_group
 from .registry import allocator_names, describe_allocators, load_allocator, make_allocator
 from .uniform import UniformAllocator
 from .vip import PRESETS, VIPAllocator
+from .vip_screen import VIPScreenAllocator
 
 __all__ = [
     "Allocator",
@@ -26,6 +27,7 @@ __all__ = [
     "Plan",
     "UniformAllocator",
     "VIPAllocator",
+    "VIPScreenAllocator",
     "KnapsackAllocator",
     "BetaAllocator",
     "CobaAllocator",

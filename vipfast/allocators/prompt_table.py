@@ -108,17 +108,22 @@ class PromptTable:
         return arrays
 
     def load_state_arrays(self, arrays: dict[str, np.ndarray]) -> None:
+        """Columns a checkpoint lacks (saved before the rule kept them) load as their defaults."""
         keys = as_uint64_keys(arrays["keys"])
-        expected = {"keys", "touched", "clock", *(f"column/{name}" for name in self._columns)}
-        if set(arrays) != expected:
-            raise ValueError(f"prompt table entries {sorted(arrays)} differ from {sorted(expected)}")
-        for name in ("touched", *(f"column/{n}" for n in self._columns)):
+        required = {"keys", "touched", "clock"}
+        allowed = required | {f"column/{name}" for name in self._columns}
+        if not required <= set(arrays) <= allowed:
+            raise ValueError(f"prompt table entries {sorted(arrays)} must hold {sorted(required)} and only "
+                             f"columns of {sorted(self._columns)}")
+        present = [name for name in arrays if name.startswith("column/")]
+        for name in ("touched", *present):
             if arrays[name].shape != keys.shape:
                 raise ValueError(f"prompt table entry {name!r} has shape {arrays[name].shape}, expected {keys.shape}")
         self._index = _core.KeyIndex(keys)
         self._touched = np.asarray(arrays["touched"], np.int64).copy()
         self._clock = int(arrays["clock"])
-        self._columns = {name: np.asarray(arrays[f"column/{name}"], self.dtype).copy() for name in self._columns}
+        self._columns = {name: np.asarray(arrays[f"column/{name}"], self.dtype).copy() if f"column/{name}" in arrays
+                         else np.full(len(keys), self.defaults[name], self.dtype) for name in self._columns}
 
 
 def merge_duplicate_keys(keys: np.ndarray, successes: np.ndarray, trials: np.ndarray):
