@@ -31,15 +31,17 @@ def reference_weight(m, v, k, n):
                           epsabs=1e-14)[0]
 
 
-def test_revisit_weight_is_the_posterior_from_the_last_visits_prior_and_the_forgotten_counts(rng):
+@pytest.mark.parametrize("recalibrated", [False, True])
+def test_revisit_weight_is_the_posterior_from_the_last_visits_prior_and_the_forgotten_counts(rng, recalibrated):
     prompt_var, forgetting = 1.7, 0.9
     model = SuccessModel(DIM, gp_options=dict(mode="exact", noise="binomial", lengthscale=0.8, signal_var=2.0),
-                         prompt_var=prompt_var, fixed_prompt_var=True, forgetting=forgetting, calibration_window=0)
+                         prompt_var=prompt_var, fixed_prompt_var=True, forgetting=forgetting,
+                         calibration_window=4 if recalibrated else 0)
     keys = np.arange(1, 41, dtype=np.uint64)
     x = rng.normal(size=(40, DIM))
     counts, cavity = {}, {}
     for _ in range(8):
-        rows = rng.choice(40, 12, replace=False)
+        rows = rng.choice(36, 12, replace=False)  # the last four prompts are never observed
         trials = rng.integers(1, 9, 12)
         successes = rng.binomial(trials, 0.3).astype(float)
         prediction = model.predict(keys[rows], x[rows])
@@ -50,6 +52,11 @@ def test_revisit_weight_is_the_posterior_from_the_last_visits_prior_and_the_forg
             old = counts.get(int(keys[row]), [0.0, 0.0])
             counts[int(keys[row])] = [old[0] + forgetting * successes[i], old[1] + forgetting * trials[i]]
             cavity[int(keys[row])] = (prediction.cavity_mean[i], prediction.cavity_var[i])
+    model.use_calibration = recalibrated
+    # the recalibration map is affine in the logit: N(m, V) -> N(a + b m, b² V)
+    offset, scale = (model.calibration.offset, np.exp(model.calibration.log_scale)) if recalibrated else (0.0, 1.0)
+    if recalibrated:
+        assert abs(offset) > 1e-3 or abs(scale - 1) > 1e-3, (offset, scale)  # a map that moves the prior
     weight = model.revisit_weight(keys)
     for i, key in enumerate(keys.tolist()):
         if key not in cavity:
@@ -57,10 +64,9 @@ def test_revisit_weight_is_the_posterior_from_the_last_visits_prior_and_the_forg
             continue
         m, v = cavity[key]
         k, n = counts[key]
+        expected = reference_weight(offset + scale * m, scale**2 * (v + prompt_var), k, n)
         # the cavity is stored in float32: its rounding moves the weight by about 1e-7 relative
-        np.testing.assert_allclose(weight[i], reference_weight(m, v + prompt_var, k, n), rtol=2e-5,
-                                   err_msg=rng.seed_for_message)
-    assert len(cavity) < 40  # some prompts were never drawn: the NaN branch ran
+        np.testing.assert_allclose(weight[i], expected, rtol=2e-5, err_msg=rng.seed_for_message)
 
 
 def test_revisit_weight_of_empty_and_unseen_batches():
@@ -103,9 +109,18 @@ def test_settled_prompts_are_kept_at_screen_keep_and_informative_ones_always(rng
     assert allocator.screen(unseen).all()
 
 
-def test_the_screen_draws_one_uniform_per_prompt_from_its_seeded_generator(rng):
+@pytest.mark.parametrize("settled_share", [0.2, 0.5, 0.8])
+def test_the_screen_draws_one_uniform_per_prompt_from_its_seeded_generator(rng, settled_share):
+    """Prompts of every success rate, screen_below at a quantile of their weights: which ones count as
+    settled depends on it."""
     seed = int(rng.integers(2**32))
-    allocator, keys, _, _ = trained_screen(rng, seed=seed)
+    allocator = make_allocator("vipfast-screen", budget_per_prompt=8.0, min_rollouts=2, max_rollouts=16,
+                               embedder=None, embedding_dim=DIM, screen_seed=seed)
+    keys, rates, x = np.arange(60, dtype=np.uint64), np.linspace(0, 1, 60), rng.normal(size=(60, DIM))
+    for _ in range(6):
+        plan = allocator.plan(keys=keys, embeddings=x)
+        allocator.update(plan, random_rewards(rng, rates, plan.counts))
+    allocator.screen_below = float(np.quantile(allocator.predictor.revisit_weight(keys), settled_share))
     stream = np.random.default_rng(seed)
     batch = rng.choice(np.r_[keys, np.arange(500, 510, dtype=np.uint64)], 200)
     for _ in range(3):
@@ -114,10 +129,12 @@ def test_the_screen_draws_one_uniform_per_prompt_from_its_seeded_generator(rng):
         np.testing.assert_array_equal(allocator.screen(batch), expected, err_msg=rng.seed_for_message)
 
 
-def test_a_screen_before_any_update_keeps_everything_and_still_draws():
-    allocator = VIPScreenAllocator(embedder=None, embedding_dim=DIM, screen_seed=5)
+@pytest.mark.parametrize("embedding_dim", [None, DIM])
+def test_a_screen_before_any_update_keeps_everything_and_still_draws(embedding_dim):
+    allocator = VIPScreenAllocator(embedder=None, embedding_dim=embedding_dim, screen_seed=5)
     assert allocator.screen(np.arange(7, dtype=np.uint64)).all()
     assert allocator.screen_rng.random() == np.random.default_rng(5).random(8)[-1]
+    assert allocator.stats()["skip_rate"] == 0.0
 
 
 class ListSource:
@@ -152,6 +169,8 @@ def test_under_the_sampler_each_step_keeps_its_budget_while_settled_prompts_are_
 
 def test_resume_gives_identical_screens_and_plans(rng, tmp_path):
     allocator, keys, rates, x = trained_screen(rng, seed=11)
+    for _ in range(3):  # the generator has moved: a restored one must continue from here, not from its seed
+        allocator.screen(keys)
     allocator.save(tmp_path / "screen.npz")
     restored = load_allocator(tmp_path / "screen.npz", embedder=None)
     assert isinstance(restored, VIPScreenAllocator) and restored.screen_keep == allocator.screen_keep
@@ -165,24 +184,35 @@ def test_resume_gives_identical_screens_and_plans(rng, tmp_path):
             a.update(plan, rewards)
 
 
-def test_a_checkpoint_without_the_screen_state_is_a_value_error(rng, tmp_path):
+@pytest.mark.parametrize(
+    "entry, value, message",
+    [("state/screen/rng", None, "screen entries"), ("state/screen/skip_rate", np.array(7.0), "skip_rate must be a share"),
+     ("state/model/counts/column/successes", None, "must hold")],
+)
+def test_a_damaged_checkpoint_is_a_value_error(rng, tmp_path, entry, value, message):
     allocator, *_ = trained_screen(rng)
     allocator.save(tmp_path / "screen.npz")
     arrays = dict(np.load(tmp_path / "screen.npz"))
-    del arrays["state/screen/rng"]
+    if value is None:
+        del arrays[entry]
+    else:
+        arrays[entry] = value
     np.savez(tmp_path / "bad.npz", **arrays)
-    with pytest.raises(ValueError, match="cannot restore.*screen entries"):
+    with pytest.raises(ValueError, match=f"cannot restore.*{message}"):
         load_allocator(tmp_path / "bad.npz", embedder=None)
 
 
 @pytest.mark.parametrize(
     "options, message",
     [
-        (dict(screen_below=0.0), r"screen_below must lie in \(0, 0.25\]"),
-        (dict(screen_below=0.3), r"screen_below must lie in \(0, 0.25\]"),
-        (dict(screen_below=float("nan")), "screen_below must lie in"),
-        (dict(screen_keep=-0.1), r"screen_keep must lie in \[0, 1\]"),
-        (dict(screen_keep=float("nan")), r"screen_keep must lie in \[0, 1\]"),
+        (dict(screen_below=0.0), r"screen_below must be a number in \(0, 0.25\]"),
+        (dict(screen_below=0.3), r"screen_below must be a number in \(0, 0.25\]"),
+        (dict(screen_below=float("nan")), "screen_below must be a number in"),
+        (dict(screen_below="0.1"), "screen_below must be a number in"),
+        (dict(screen_below=np.array([0.1, 0.2])), "screen_below must be a number in"),
+        (dict(screen_keep=-0.1), r"screen_keep must be a number in \[0, 1\]"),
+        (dict(screen_keep=float("nan")), r"screen_keep must be a number in \[0, 1\]"),
+        (dict(screen_keep=True), r"screen_keep must be a number in \[0, 1\]"),
         (dict(screen_seed=-1), "screen_seed must be a non-negative integer"),
         (dict(screen_seed=1.5), "screen_seed must be a non-negative integer"),
         (dict(screen_seed=True), "screen_seed must be a non-negative integer"),

@@ -81,7 +81,8 @@ class SuccessModel:
         # cavity_*: what the embeddings said of g at the prompt's last visit (NaN: never observed), so a
         # pre-rollout screen can predict a prompt from its key alone.
         self.counts = PromptTable({"successes": 0.0, "trials": 0.0, "step": 0.0, "cavity_mean": np.nan,
-                                   "cavity_var": np.nan}, capacity=capacity, dtype=np.float32)
+                                   "cavity_var": np.nan}, capacity=capacity, dtype=np.float32,
+                                  optional=("cavity_mean", "cavity_var"))
         self.calibration_window = int(calibration_window)
         self.calibration = _core.LogitCalibration(self.calibration_window)
         self.prompt_var_scores = np.zeros((2, len(_PROMPT_VAR_GRID)))  # [identity, recalibrated] x τ² grid

@@ -17,11 +17,14 @@ __all__ = ["PromptTable", "merge_duplicate_keys"]
 class PromptTable:
     """Columns of per-prompt values keyed by uint64 prompt keys; absent prompts read as each column's default."""
 
-    def __init__(self, columns: dict[str, float], capacity: int = 1 << 21, dtype=np.float64):
+    def __init__(self, columns: dict[str, float], capacity: int = 1 << 21, dtype=np.float64, optional=()):
+        """optional: columns a saved state may lack (added after states were first saved); they load as
+        their defaults."""
         if int(capacity) < 1:
             raise ValueError(f"capacity must be >= 1, got {capacity}")
         self.capacity = int(capacity)
         self.defaults = dict(columns)
+        self.optional = frozenset(optional)
         self.dtype = np.dtype(dtype)
         self._index = _core.KeyIndex()
         self._columns = {name: np.empty(0, self.dtype) for name in columns}
@@ -108,13 +111,12 @@ class PromptTable:
         return arrays
 
     def load_state_arrays(self, arrays: dict[str, np.ndarray]) -> None:
-        """Columns a checkpoint lacks (saved before the rule kept them) load as their defaults."""
         keys = as_uint64_keys(arrays["keys"])
-        required = {"keys", "touched", "clock"}
-        allowed = required | {f"column/{name}" for name in self._columns}
+        required = {"keys", "touched", "clock", *(f"column/{n}" for n in self._columns if n not in self.optional)}
+        allowed = {"keys", "touched", "clock", *(f"column/{name}" for name in self._columns)}
         if not required <= set(arrays) <= allowed:
-            raise ValueError(f"prompt table entries {sorted(arrays)} must hold {sorted(required)} and only "
-                             f"columns of {sorted(self._columns)}")
+            raise ValueError(f"prompt table entries {sorted(arrays)} must hold {sorted(required)} and may hold "
+                             f"{sorted(allowed - required)}, nothing else")
         present = [name for name in arrays if name.startswith("column/")]
         for name in ("touched", *present):
             if arrays[name].shape != keys.shape:

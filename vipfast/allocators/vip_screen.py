@@ -36,10 +36,10 @@ class VIPScreenAllocator(VIPAllocator):
 
     def __init__(self, budget_per_prompt=8.0, *, screen_below: float = 0.05, screen_keep: float = 0.1,
                  screen_seed: int = 0, **options):
-        if not 0 < screen_below <= 0.25:
-            raise ValueError(f"screen_below must lie in (0, 0.25] (the largest p(1 - p)), got {screen_below!r}")
-        if not 0 <= screen_keep <= 1:
-            raise ValueError(f"screen_keep must lie in [0, 1], got {screen_keep!r}")
+        if not (_is_real(screen_below) and 0 < screen_below <= 0.25):
+            raise ValueError(f"screen_below must be a number in (0, 0.25] (the largest p(1 - p)), got {screen_below!r}")
+        if not (_is_real(screen_keep) and 0 <= screen_keep <= 1):
+            raise ValueError(f"screen_keep must be a number in [0, 1], got {screen_keep!r}")
         if isinstance(screen_seed, bool) or not isinstance(screen_seed, (int, np.integer)) or screen_seed < 0:
             raise ValueError(f"screen_seed must be a non-negative integer, got {screen_seed!r}")
         super().__init__(budget_per_prompt, **options)
@@ -59,10 +59,10 @@ class VIPScreenAllocator(VIPAllocator):
         keys = as_uint64_keys(keys)
         with self._lock:
             draws = self.screen_rng.random(len(keys))
-            if self.predictor is None:
-                return np.ones(len(keys), dtype=bool)
-            settled = self.predictor.revisit_weight(keys) < self.screen_below  # NaN (never seen) is kept
-            keep = ~settled | (draws < self.screen_keep)
+            keep = np.ones(len(keys), dtype=bool)
+            if self.predictor is not None:
+                settled = self.predictor.revisit_weight(keys) < self.screen_below  # NaN (never seen) is kept
+                keep = ~settled | (draws < self.screen_keep)
             if len(keys):
                 self.last_skip_rate = float(1.0 - keep.mean())
         return keep
@@ -81,8 +81,14 @@ class VIPScreenAllocator(VIPAllocator):
             raise ValueError(f"screen entries {sorted(screen)} differ from ['screen/rng', 'screen/skip_rate']")
         super().load_state_arrays({k: v for k, v in arrays.items() if not k.startswith("screen/")}, version)
         self.screen_rng.bit_generator.state = json.loads(str(arrays["screen/rng"]))
-        skip_rate = float(arrays["screen/skip_rate"])
-        self.last_skip_rate = None if np.isnan(skip_rate) else skip_rate
+        skip_rate = np.asarray(arrays["screen/skip_rate"], dtype=np.float64)
+        if skip_rate.shape != () or not (np.isnan(skip_rate) or 0 <= skip_rate <= 1):
+            raise ValueError(f"screen/skip_rate must be a share in [0, 1] or NaN, got {skip_rate!r}")
+        self.last_skip_rate = None if np.isnan(skip_rate) else float(skip_rate)
+
+
+def _is_real(value) -> bool:
+    return isinstance(value, (int, float, np.integer, np.floating)) and not isinstance(value, (bool, np.bool_))
 
 
 register("vipfast-screen", VIPScreenAllocator,
