@@ -52,6 +52,11 @@ def as_int64_array(value, name: str) -> np.ndarray:
     return _aligned(np.ascontiguousarray(array, dtype=np.int64))
 
 
+def is_real_number(value) -> bool:
+    """A Python or numpy int or float, not a bool (nor an array, a string or None)."""
+    return isinstance(value, (int, float, np.integer, np.floating)) and not isinstance(value, (bool, np.bool_))
+
+
 def as_int64(value, name: str) -> int:
     """A Python int in int64 range; floats such as 16.0 are refused rather than truncated."""
     try:

@@ -21,7 +21,7 @@ from typing import Any, NamedTuple
 import numpy as np
 
 from . import _core
-from ._validation import as_float64_array, as_int64, as_uint64_keys
+from ._validation import as_float64_array, as_int64, as_uint64_keys, is_real_number
 
 __all__ = ["GPPrediction", "SuccessGP", "STATE_FORMAT_VERSION"]
 
@@ -90,7 +90,7 @@ def _as_counts(value, name: str) -> np.ndarray:
 
 
 def _real(value, name: str) -> float:
-    if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, float, np.integer, np.floating)):
+    if not is_real_number(value):
         raise TypeError(f"{name} must be a real number, got {type(value).__name__} {value!r}")
     return float(value)
 

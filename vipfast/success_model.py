@@ -91,7 +91,9 @@ class SuccessModel:
 
     # -- prediction ---------------------------------------------------------------------------------
     def own_counts(self, keys) -> tuple[np.ndarray, np.ndarray]:
-        rows = self.counts.rows(keys)
+        return self._own_counts_at(self.counts.rows(keys))
+
+    def _own_counts_at(self, rows) -> tuple[np.ndarray, np.ndarray]:
         decay = self.forgetting ** (self.step - self.counts.read("step", rows=rows))
         return self.counts.read("successes", rows=rows) * decay, self.counts.read("trials", rows=rows) * decay
 
@@ -134,7 +136,7 @@ class SuccessModel:
         known = np.flatnonzero(np.isfinite(cavity_mean) & (cavity_var > 0))
         weight = np.full(len(keys), np.nan)
         if len(known):
-            successes, trials = self.own_counts(keys[known])
+            successes, trials = self._own_counts_at(rows[known])
             prior_mean, prior_var = self._prior(cavity_mean[known], cavity_var[known], self.prompt_var)
             mean, var = _laplace_posterior(prior_mean, prior_var, successes, trials)
             weight[known] = _core.expected_bernoulli_variance(mean, var)

@@ -112,8 +112,8 @@ class PromptTable:
 
     def load_state_arrays(self, arrays: dict[str, np.ndarray]) -> None:
         keys = as_uint64_keys(arrays["keys"])
-        required = {"keys", "touched", "clock", *(f"column/{n}" for n in self._columns if n not in self.optional)}
         allowed = {"keys", "touched", "clock", *(f"column/{name}" for name in self._columns)}
+        required = allowed - {f"column/{name}" for name in self.optional}
         if not required <= set(arrays) <= allowed:
             raise ValueError(f"prompt table entries {sorted(arrays)} must hold {sorted(required)} and may hold "
                              f"{sorted(allowed - required)}, nothing else")

@@ -16,7 +16,7 @@ import json
 
 import numpy as np
 
-from .._validation import as_uint64_keys
+from .._validation import as_uint64_keys, is_real_number
 from .registry import register
 from .vip import VIPAllocator
 
@@ -36,9 +36,9 @@ class VIPScreenAllocator(VIPAllocator):
 
     def __init__(self, budget_per_prompt=8.0, *, screen_below: float = 0.05, screen_keep: float = 0.1,
                  screen_seed: int = 0, **options):
-        if not (_is_real(screen_below) and 0 < screen_below <= 0.25):
+        if not (is_real_number(screen_below) and 0 < screen_below <= 0.25):
             raise ValueError(f"screen_below must be a number in (0, 0.25] (the largest p(1 - p)), got {screen_below!r}")
-        if not (_is_real(screen_keep) and 0 <= screen_keep <= 1):
+        if not (is_real_number(screen_keep) and 0 <= screen_keep <= 1):
             raise ValueError(f"screen_keep must be a number in [0, 1], got {screen_keep!r}")
         if isinstance(screen_seed, bool) or not isinstance(screen_seed, (int, np.integer)) or screen_seed < 0:
             raise ValueError(f"screen_seed must be a non-negative integer, got {screen_seed!r}")
@@ -85,10 +85,6 @@ class VIPScreenAllocator(VIPAllocator):
         if skip_rate.shape != () or not (np.isnan(skip_rate) or 0 <= skip_rate <= 1):
             raise ValueError(f"screen/skip_rate must be a share in [0, 1] or NaN, got {skip_rate!r}")
         self.last_skip_rate = None if np.isnan(skip_rate) else float(skip_rate)
-
-
-def _is_real(value) -> bool:
-    return isinstance(value, (int, float, np.integer, np.floating)) and not isinstance(value, (bool, np.bool_))
 
 
 register("vipfast-screen", VIPScreenAllocator,
