@@ -12,6 +12,7 @@ import pytest
 from scipy import integrate, optimize
 
 from gp_reference import ReferenceGP
+from vipfast import _core
 from vipfast.success_model import SuccessModel, _laplace_posterior, _moments
 
 EXACT = dict(mode="exact", noise="binomial", lengthscale=0.7, prior_mean=-0.5, signal_var=2.0, forgetting=0.9)
@@ -36,6 +37,74 @@ def test_laplace_mode_and_curvature_match_a_scalar_optimiser(rng):
         assert abs(mean[i] - best.x) < 1e-6 * (1 + abs(best.x)), (i, m[i], v[i], k[i], n[i], rng.seed_for_message)
         p = 1 / (1 + np.exp(-best.x))
         np.testing.assert_allclose(var[i], 1 / (n[i] * p * (1 - p) + 1 / v[i]), rtol=1e-6)
+
+
+def _mode_from_the_slope(m, v, k, n):
+    """The mode as the root of the log posterior's slope k σ(−f) − (n − k) σ(f) − (f − m)/V, which falls strictly
+    from positive at m − V(n + 1) − 1 to negative at m + V(n + 1) + 1."""
+    def slope(f):
+        return k * np.exp(-np.logaddexp(0.0, f)) - (n - k) * np.exp(-np.logaddexp(0.0, -f)) - (f - m) / v
+    half_width = v * (n + 1) + 1
+    return optimize.brentq(slope, m - half_width, m + half_width, xtol=1e-14, rtol=1e-15, maxiter=2000)
+
+
+@pytest.mark.parametrize("v", [1e-12, 1e-6, 1.0, 1e4, 1e8])
+def test_laplace_posterior_holds_at_extreme_widths_and_counts(v):
+    for m in (-30.0, 0.0, 7.5, 30.0):
+        for n in (0.0, 1.0, 2.5, 1e6, 1e9):
+            for k in sorted({0.0, np.floor(n / 3), n}):
+                (mean,), (var,) = _core.laplace_posterior([m], [v], [k], [n])
+                want = _mode_from_the_slope(m, v, k, n)
+                assert abs(mean - want) <= 1e-6 * (1 + abs(want)), (m, v, k, n, mean, want)
+                curvature = np.exp(-np.logaddexp(0.0, -want) - np.logaddexp(0.0, want))  # σ(f)σ(−f), no cancellation
+                np.testing.assert_allclose(var, 1 / (n * curvature + 1 / v), rtol=1e-6, err_msg=str((m, v, k, n)))
+
+
+def test_laplace_posterior_matches_the_slopes_root_far_from_the_trainers_range(rng):
+    count = 300
+    m = rng.normal(0, 1, count) * np.exp(rng.uniform(0, np.log(1e4), count))
+    v = np.exp(rng.uniform(np.log(1e-10), np.log(1e14), count))
+    n = np.floor(np.exp(rng.uniform(0, np.log(1e10), count))) * (rng.random(count) < 0.95)
+    k = np.floor(rng.random(count) * (n + 1))
+    mean, _ = _core.laplace_posterior(m, v, k, n)
+    for i in range(count):
+        want = _mode_from_the_slope(m[i], v[i], k[i], n[i])
+        assert abs(mean[i] - want) <= 1e-6 * (1 + abs(want)), (m[i], v[i], k[i], n[i], mean[i], want,
+                                                               rng.seed_for_message)
+
+
+def test_laplace_posterior_of_nothing_is_empty():
+    mean, var = _core.laplace_posterior(np.zeros(0), np.zeros(0), np.zeros(0), np.zeros(0))
+    assert mean.shape == var.shape == (0,) and mean.dtype == var.dtype == np.float64
+
+
+@pytest.mark.parametrize("argument, value, match", [
+    ("prior_mean", np.nan, r"prior_mean\[1\] must be finite, got nan"),
+    ("prior_mean", np.inf, r"prior_mean\[1\] must be finite"),
+    ("prior_var", 0.0, r"prior_var\[1\] must be finite and > 0, got 0"),
+    ("prior_var", -1.0, r"prior_var\[1\] must be finite and > 0, got -1"),
+    ("prior_var", np.inf, r"prior_var\[1\] must be finite and > 0, got inf"),
+    ("trials", -1.0, r"trials\[1\] must be finite and >= 0, got -1"),
+    ("trials", np.nan, r"trials\[1\] must be finite and >= 0, got nan"),
+    ("successes", 5.0, r"successes\[1\] must lie in \[0, trials\[1\]\] = \[0, 4\], got 5"),
+    ("successes", -0.5, r"successes\[1\] must lie in .*got -0.5"),
+    ("successes", np.nan, r"successes\[1\] must lie in .*got nan"),
+])
+def test_laplace_posterior_names_a_bad_row(argument, value, match):
+    arguments = dict(prior_mean=np.zeros(3), prior_var=np.ones(3), successes=np.ones(3), trials=np.full(3, 4.0))
+    arguments[argument][1] = value
+    with pytest.raises(ValueError, match=match):
+        _core.laplace_posterior(**arguments)
+
+
+def test_laplace_posterior_refuses_bad_shapes_and_types():
+    ones = np.ones(3)
+    with pytest.raises(ValueError, match="prior_var must be 1-D, got 2-D"):
+        _core.laplace_posterior(ones, np.ones((3, 1)), ones, ones)
+    with pytest.raises(ValueError, match="trials has length 2, expected 3"):
+        _core.laplace_posterior(ones, ones, ones, np.ones(2))
+    with pytest.raises(TypeError):
+        _core.laplace_posterior(ones, ones, ones, np.array(["a", "b", "c"]))
 
 
 def test_moments_match_adaptive_quadrature(rng):

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy
 import numpy.typing
 import typing
-__all__: list[str] = ['ESTIMATOR_TABLE', 'KeyIndex', 'LogitCalibration', 'PredictionBasis', 'SUCCESS_GP_STATE_VERSION', 'SuccessGP', 'SuccessGPConfig', 'allocate', 'allocate_relaxed', 'allocation_objective', 'dense_groups', 'expected_bernoulli_variance', 'group_offsets', 'group_order', 'indexed_advantages', 'keyed_advantages', 'segment_advantages']
+__all__: list[str] = ['ESTIMATOR_TABLE', 'KeyIndex', 'LogitCalibration', 'PredictionBasis', 'SUCCESS_GP_STATE_VERSION', 'SuccessGP', 'SuccessGPConfig', 'allocate', 'allocate_relaxed', 'allocation_objective', 'dense_groups', 'expected_bernoulli_variance', 'group_offsets', 'group_order', 'indexed_advantages', 'keyed_advantages', 'laplace_posterior', 'segment_advantages']
 class SuccessGPConfig:
     """
     The options of a SuccessGP, one property each; values are checked when a SuccessGP is built from it.
@@ -317,6 +317,11 @@ def indexed_advantages(rewards: numpy.ndarray, group_of: numpy.ndarray, num_grou
 def keyed_advantages(rewards: numpy.ndarray, keys: numpy.ndarray, out: numpy.ndarray, estimator: str, eps: typing.SupportsFloat | typing.SupportsIndex, require_finite: bool) -> None:
     """
     Advantages of groups given by an integer key per rollout (equal keys, one group) into out (float32[N]).
+    """
+def laplace_posterior(prior_mean: typing.Annotated[numpy.typing.ArrayLike, numpy.float64], prior_var: typing.Annotated[numpy.typing.ArrayLike, numpy.float64], successes: typing.Annotated[numpy.typing.ArrayLike, numpy.float64], trials: typing.Annotated[numpy.typing.ArrayLike, numpy.float64]) -> tuple:
+    """
+    (mean, var) of the Laplace approximation of f's posterior under N(prior_mean, prior_var) and binomial
+    counts, elementwise, float64[Q] each.
     """
 def segment_advantages(rewards: numpy.ndarray, bounds: numpy.ndarray, bounds_are_offsets: bool, out: numpy.ndarray, estimator: str, eps: typing.SupportsFloat | typing.SupportsIndex, require_finite: bool, allow_empty_groups: bool) -> None:
     """

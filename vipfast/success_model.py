@@ -31,8 +31,6 @@ from .success_gp import SuccessGP
 
 __all__ = ["SuccessModel", "SuccessPrediction"]
 
-_NEWTON_STEPS = 60
-_MAX_NEWTON_STEP = 2.0  # logits
 _HERMITE = np.polynomial.hermite_e.hermegauss(96)
 _SELECTION_NODES = np.polynomial.hermite_e.hermegauss(16)
 _SELECTION_ROWS = 256  # observed rows that score the candidates each update, at most (about)
@@ -244,32 +242,12 @@ class SuccessModel:
 
 
 def _laplace_posterior(prior_mean, prior_var, successes, trials):
-    """N(f̂, 1/(n σ(f̂)σ(−f̂) + 1/V)) at the mode f̂ of k log σ(f) + (n − k) log σ(−f) − (f − m)²/(2V).
-
-    The log posterior is strictly concave and its derivative at m is g₀ = k − n σ(m); for f past m on g₀'s side
-    the derivative is at most |g₀| − |f − m|/V in size, so the mode lies between m and m + V g₀. Newton's steps,
-    at most two logits long, are kept inside that shrinking bracket (a step that would leave it bisects),
-    which converges where plain Newton can oscillate on the logistic's flat tails."""
-    m = np.asarray(prior_mean, dtype=np.float64)
-    v = np.asarray(prior_var, dtype=np.float64)
-    k, n = np.asarray(successes, dtype=np.float64), np.asarray(trials, dtype=np.float64)
-    m, v, k, n = np.broadcast_arrays(m, v, k, n)
-    far = m + v * (k - n * _sigmoid(m))
-    low, high = np.minimum(m, far), np.maximum(m, far)
-    f = np.clip(m, low, high)
-    for _ in range(_NEWTON_STEPS):
-        p = _sigmoid(f)
-        gradient = k - n * p - (f - m) / v
-        low = np.where(gradient > 0, f, low)
-        high = np.where(gradient > 0, high, f)
-        step = np.clip(gradient / (n * p * (1 - p) + 1.0 / v), -_MAX_NEWTON_STEP, _MAX_NEWTON_STEP)
-        updated = np.where((f + step >= low) & (f + step <= high), f + step, 0.5 * (low + high))
-        converged = np.all(np.abs(updated - f) <= 1e-9)
-        f = updated
-        if converged:
-            break
-    p = _sigmoid(f)
-    return f, 1.0 / (n * p * (1 - p) + 1.0 / v)
+    """N(f̂, 1/(n σ(f̂)σ(−f̂) + 1/V)) at the mode f̂ of k log σ(f) + (n − k) log σ(−f) − (f − m)²/(2V), elementwise
+    over the broadcast shape (the core's bracketed Newton method)."""
+    m, v, k, n = np.broadcast_arrays(*(np.asarray(a, dtype=np.float64) for a in (prior_mean, prior_var, successes,
+                                                                                   trials)))
+    mean, var = _core.laplace_posterior(m.ravel(), v.ravel(), k.ravel(), n.ravel())
+    return mean.reshape(m.shape), var.reshape(m.shape)
 
 
 def _sigmoid(f):

@@ -7,6 +7,7 @@
 #include <string>
 
 #include "arrays.hpp"
+#include "vipfast/gp/laplace.hpp"
 #include "vipfast/gp/quadrature.hpp"
 #include "vipfast/success_gp.hpp"
 
@@ -351,6 +352,26 @@ py::array_t<double> expected_bernoulli_variances(const DoubleArray& mean, const 
   return out;
 }
 
+py::tuple laplace_posteriors(const DoubleArray& prior_mean, const DoubleArray& prior_var, const DoubleArray& successes,
+                             const DoubleArray& trials) {
+  require_ndim(prior_mean, 1, "prior_mean");
+  require_ndim(prior_var, 1, "prior_var");
+  require_ndim(successes, 1, "successes");
+  require_ndim(trials, 1, "trials");
+  const py::ssize_t count = prior_mean.shape(0);
+  require_length(prior_var.shape(0), count, "prior_var");
+  require_length(successes.shape(0), count, "successes");
+  require_length(trials.shape(0), count, "trials");
+  py::array_t<double> mean(count), var(count);
+  const double *m = prior_mean.data(), *v = prior_var.data(), *k = successes.data(), *n = trials.data();
+  double *out_mean = mean.mutable_data(), *out_var = var.mutable_data();
+  {
+    py::gil_scoped_release release;
+    vipfast::gp::laplace_posteriors(count, m, v, k, n, out_mean, out_var);
+  }
+  return py::make_tuple(mean, var);
+}
+
 vipfast::ObserveStage stage_named(const std::string& name) {
   if (name == "relinearised") return vipfast::ObserveStage::relinearised;
   if (name == "stored") return vipfast::ObserveStage::stored;
@@ -396,6 +417,10 @@ void bind_success_gp(py::module_& m) {
   m.attr("SUCCESS_GP_STATE_VERSION") = vipfast::kSuccessGPStateVersion;
   m.def("expected_bernoulli_variance", &expected_bernoulli_variances, py::arg("mean"), py::arg("var"),
         "E[sigmoid(f)(1 - sigmoid(f))] for f ~ N(mean, var), elementwise, float64[Q].");
+  m.def("laplace_posterior", &laplace_posteriors, py::arg("prior_mean"), py::arg("prior_var"), py::arg("successes"),
+        py::arg("trials"),
+        "(mean, var) of the Laplace approximation of f's posterior under N(prior_mean, prior_var) and binomial\n"
+        "counts, elementwise, float64[Q] each.");
 }
 
 }  // namespace vipfast::bindings

@@ -15,15 +15,32 @@ void gram_to_kernel(double* gram, int64_t rows, int64_t cols, const double* a_sq
   }
 }
 
+namespace {
+
+// The largest |x_j|, or NaN when some x_j is not finite; four running maxima, as in sum_squares.
+double max_abs(const double* x, int64_t d) {
+  double m[4] = {0.0, 0.0, 0.0, 0.0};
+  bool finite = true;
+  for (int64_t j = 0; j < d; ++j) {
+    const double a = std::abs(x[j]);
+    finite &= a <= std::numeric_limits<double>::max();
+    m[j % 4] = std::max(m[j % 4], a);
+  }
+  return finite ? std::max(std::max(m[0], m[1]), std::max(m[2], m[3])) : kNaN;
+}
+
+}  // namespace
+
 void normalise_rows(const double* in, int64_t rows, int64_t d, double* out, double* sq) {
   for (int64_t r = 0; r < rows; ++r) {
     const double* x = in + r * d;
-    double scale = 0.0;
-    for (int64_t j = 0; j < d; ++j) {
-      if (!std::isfinite(x[j])) fail("embeddings[", r, ", ", j, "] is ", x[j], "; embeddings must be finite");
-      scale = std::max(scale, std::abs(x[j]));
-    }
+    const double scale = max_abs(x, d);
+    if (std::isnan(scale))
+      for (int64_t j = 0; j < d; ++j)
+        if (!std::isfinite(x[j])) fail("embeddings[", r, ", ", j, "] is ", x[j], "; embeddings must be finite");
     if (scale == 0.0) fail("embeddings[", r, "] is all zeros and cannot be L2-normalised");
+    // One left-to-right sum here: a stored row is recognised by its bits, so the normalised rows must
+    // keep the bits that states saved by earlier versions hold. (Dividing by scale first: no overflow.)
     double* y = out + r * d;
     double ss = 0.0;
     for (int64_t j = 0; j < d; ++j) {

@@ -320,7 +320,7 @@ double KeyStore::median_distance() {
   strided_sample(sample, pts, sq);
   double* g = grow(sample_gram_, sample * sample);
   const ConstRowMap x(pts, sample, dim_);
-  RowMap(g, sample, sample).noalias() = x * x.transpose();
+  RowMap(g, sample, sample).triangularView<Eigen::Upper>() = x * x.transpose();  // the pairs below read i < j
   const int64_t pairs = sample * (sample - 1) / 2;
   double* dist = grow(distances_, pairs);
   int64_t p = 0;

@@ -4,9 +4,10 @@
 
 Entry points: KeyIndex (construction from keys, find, insert, against a dict), LogitCalibration
 (record, apply, restore, with NaN/inf, huge and negative values, mismatched lengths),
-expected_bernoulli_variance (any real inputs) and SuccessGP.stored_sites (keys held or not). A call is valid
-when it returns a result that matches the reference, invalid when it raises ValueError or TypeError; anything
-else (another exception, a wrong result) is a crash. Exits 1 if any call crashed.
+expected_bernoulli_variance (any real inputs), laplace_posterior (any real inputs, counts up to 7e10)
+and SuccessGP.stored_sites (keys held or not). A call is valid when it returns a result that matches the
+reference, invalid when it raises ValueError or TypeError; anything else (another exception, a wrong
+result) is a crash. Exits 1 if any call crashed.
 """
 
 from __future__ import annotations
@@ -106,6 +107,31 @@ class Fuzzer:
         if self.rng.random() < 0.1:
             self.expect_refusal(lambda: _core.expected_bernoulli_variance(mean, np.ones(size + 1)))
 
+    def laplace(self):
+        size = int(self.rng.integers(0, 30))
+        mean = self.reals(size, self.rng.random() < 0.2)
+        var = np.exp(self.rng.uniform(-30, 30, size))
+        trials = np.floor(np.exp(self.rng.uniform(0, 25, size))) * (self.rng.random(size) < 0.9)
+        successes = np.floor(self.rng.random(size) * (trials + 1))
+        odd = self.rng.random() < 0.3
+        if odd and size:
+            target = [var, trials, successes][int(self.rng.integers(3))]
+            target[self.rng.integers(size)] = self.rng.choice(np.r_[ODD_REALS, -1.0])
+        valid = (np.isfinite(mean) & np.isfinite(var) & (var > 0) & np.isfinite(trials) & (trials >= 0)
+                 & np.isfinite(successes) & (successes >= 0) & (successes <= trials)).all()
+        if not valid:
+            self.expect_refusal(lambda: _core.laplace_posterior(mean, var, successes, trials))
+        posterior_mean, posterior_var = _core.laplace_posterior(mean, var, successes, trials)
+        assert np.all(np.isfinite(posterior_mean)) and np.all(posterior_var > 0), "posterior not finite"
+        assert np.all(posterior_var <= var * (1 + 1e-12)), "posterior wider than the prior"
+        with np.errstate(over="ignore"):  # exp(1e300) is inf: σ(mean) is then 0, as it should be
+            far = mean + var * (successes - trials / (1 + np.exp(-mean)))  # the mode lies between mean and far
+        slack = 1e-6 * (1 + np.abs(far))
+        assert np.all((posterior_mean >= np.minimum(mean, far) - slack) & (posterior_mean <= np.maximum(mean, far) + slack)), \
+            "mode outside its bracket"
+        if self.rng.random() < 0.1:
+            self.expect_refusal(lambda: _core.laplace_posterior(mean, var, successes, np.ones(size + 1)))
+
     def stored_sites(self):
         keys = self.keys(int(self.rng.integers(0, 12)))
         if self.rng.random() < 0.5 and len(keys):
@@ -146,7 +172,7 @@ def main() -> int:
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
     fuzzer = Fuzzer(args.seed)
-    for entry in ("key_index", "calibration", "quadrature", "stored_sites"):
+    for entry in ("key_index", "calibration", "quadrature", "laplace", "stored_sites"):
         started = time.perf_counter()
         before = len(fuzzer.crashes)
         counts = fuzzer.run(entry, args.calls)
