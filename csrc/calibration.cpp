@@ -131,17 +131,19 @@ void LogitCalibration::fit(int64_t step) {
     if (!(std::isfinite(da) && std::isfinite(dbeta))) break;
     // The objective's predicted rise along the step: below rounding, no step can show a rise.
     if (da * current.grad_a + dbeta * current.grad_beta <= kDecrementTolerance * (1.0 + std::abs(current.value))) break;
+    // The first trial is nearly always taken: it is evaluated with the derivatives the next step needs.
     double moved = -1.0;
     for (double t = 1.0; moved < 0 && t > std::ldexp(1.0, -kMaxHalvings); t *= 0.5) {
       const double next_a = std::clamp(a + t * da, -kMaxOffset, kMaxOffset);
       const double next_beta = std::clamp(beta + t * dbeta, -kMaxLogScale, kMaxLogScale);
-      if (!(evaluate(records_, weights, next_a, next_beta, false).value >= current.value)) continue;
+      Evaluation trial = evaluate(records_, weights, next_a, next_beta, t == 1.0);
+      if (!(trial.value >= current.value)) continue;
       moved = std::max(std::abs(next_a - a), std::abs(next_beta - beta));
       a = next_a;
       beta = next_beta;
+      current = t == 1.0 ? trial : evaluate(records_, weights, a, beta, true);
     }
     if (moved < kStepTolerance) break;  // converged, or no step along the scoring direction helps
-    current = evaluate(records_, weights, a, beta, true);
   }
   offset_ = a;
   log_scale_ = beta;

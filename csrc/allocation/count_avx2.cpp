@@ -7,6 +7,7 @@
 #include <vector>
 
 #include "internal.hpp"
+#include "vipfast/cpu.hpp"
 
 #if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
 #include <immintrin.h>
@@ -17,10 +18,7 @@ namespace vipfast::allocation {
 
 #ifdef VIPFAST_HAVE_AVX2_KERNEL
 
-bool guessed_counts_available() {
-  static const bool available = __builtin_cpu_supports("avx2");
-  return available;
-}
+bool guessed_counts_available() { return avx2_kernels_enabled(); }
 
 namespace {
 

@@ -199,7 +199,7 @@ void FastEngine::factor_inducing_kernel() {
 void FastEngine::features(const double* pts, const double* pts_sq, int64_t count, double* out) {
   split_rows(count, [&](int64_t begin, int64_t end) {
     RowMap k(out + begin * m_, end - begin, m_);
-    k.noalias() = ConstRowMap(pts + begin * dim_, end - begin, dim_) * ConstRowMap(z_.data(), m_, dim_).transpose();
+    cross_gram(pts + begin * dim_, end - begin, z_.data(), m_, dim_, k.data());
     gram_to_kernel(k.data(), end - begin, m_, pts_sq + begin, z_sq_.data(), config_.signal_var, lengthscale_);
     l_mm_.triangularView<Eigen::Lower>().solveInPlace(k.transpose());
   });

@@ -319,8 +319,7 @@ double KeyStore::median_distance() {
   double* sq = grow(sample_norms_, sample);
   strided_sample(sample, pts, sq);
   double* g = grow(sample_gram_, sample * sample);
-  const ConstRowMap x(pts, sample, dim_);
-  RowMap(g, sample, sample).triangularView<Eigen::Upper>() = x * x.transpose();  // the pairs below read i < j
+  cross_gram(pts, sample, pts, sample, dim_, g);
   const int64_t pairs = sample * (sample - 1) / 2;
   double* dist = grow(distances_, pairs);
   int64_t p = 0;

@@ -49,6 +49,10 @@ inline double sum_squares(const double* x, int64_t n) {
   return (s0 + s1) + (s2 + s3);
 }
 
+// out (rows × m, row-major) = X Zᵀ for row-major X (rows × d) and Z (m × d): with AVX2 and FMA where
+// the CPU has them, else Eigen's product. Either way an entry's bits do not depend on where the rows lie.
+void cross_gram(const double* x, int64_t rows, const double* z, int64_t m, int64_t d, double* out);
+
 inline bool same_row(const double* a, const double* b, int64_t d) {
   return std::memcmp(a, b, sizeof(double) * static_cast<size_t>(d)) == 0;
 }

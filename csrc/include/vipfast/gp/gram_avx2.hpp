@@ -1,0 +1,12 @@
+// X Zᵀ with AVX2 and FMA (gram_avx2.cpp); kernel.hpp's cross_gram chooses it where the CPU has them.
+#pragma once
+
+#include <cstdint>
+
+namespace vipfast::gp {
+
+bool gram_avx2_available();
+// out (rows × m, row-major) = X Zᵀ for row-major X (rows × d) and Z (m × d); only where available.
+void gram_avx2(const double* x, int64_t rows, const double* z, int64_t m, int64_t d, double* out);
+
+}  // namespace vipfast::gp
