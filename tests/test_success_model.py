@@ -73,6 +73,32 @@ def test_laplace_posterior_matches_the_slopes_root_far_from_the_trainers_range(r
                                                                rng.seed_for_message)
 
 
+def test_laplace_mode_is_accurate_to_the_posteriors_width_for_huge_counts(rng):
+    """With n up to 1e16 the posterior's sd is ~1e-8: the mode must be found to a small part of it."""
+    count = 200
+    m, v = rng.uniform(-6, 6, count), np.exp(rng.uniform(np.log(1e-2), np.log(1e2), count))
+    n = np.floor(np.exp(rng.uniform(np.log(1e10), np.log(1e16), count)))
+    k = np.floor(rng.random(count) * (n + 1))
+    m[0], v[0], k[0], n[0] = -2.4298941, 7.4028365, 5.634035e14, 5.748343e15
+    mean, var = _core.laplace_posterior(m, v, k, n)
+    for i in range(count):
+        want = _mode_from_the_slope(m[i], v[i], k[i], n[i])
+        assert abs(mean[i] - want) <= 1e-3 * np.sqrt(var[i]) + 4 * np.spacing(abs(want)), (
+            m[i], v[i], k[i], n[i], mean[i], want, var[i], rng.seed_for_message)
+
+
+def test_laplace_posterior_on_a_saturated_logistic_and_at_the_largest_variance():
+    # n σ(f) saturates at n: the mode is m − V n exactly, the bracket's far end
+    (mean,), (var,) = _core.laplace_posterior([700.0], [1e-300], [0.0], [1e300])
+    assert mean == 699.0 and var == 1e-300
+    (mean,), _ = _core.laplace_posterior([1e8], [1e-12], [0.0], [1e15])
+    assert abs(mean - (1e8 - 1e3)) <= 4 * np.spacing(1e8)
+    largest = np.finfo(np.float64).max
+    for m, n in [(0.0, 0.0), (50.0, 0.0), (-1e300, 5.0)]:
+        (mean,), (var,) = _core.laplace_posterior([m], [largest], [0.0], [n])
+        assert np.isfinite(mean) and 0 < var <= largest, (m, n, mean, var)
+
+
 def test_laplace_posterior_of_nothing_is_empty():
     mean, var = _core.laplace_posterior(np.zeros(0), np.zeros(0), np.zeros(0), np.zeros(0))
     assert mean.shape == var.shape == (0,) and mean.dtype == var.dtype == np.float64

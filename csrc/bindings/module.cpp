@@ -1,5 +1,6 @@
 // The extension module vipfast._core: each binding file adds its part.
 #include "arrays.hpp"
+#include "vipfast/cpu.hpp"
 
 PYBIND11_MODULE(_core, m) {
   m.doc() = "vipfast native core: exact rollout allocation and the success-probability GP";
@@ -9,4 +10,6 @@ PYBIND11_MODULE(_core, m) {
   vipfast::bindings::bind_key_index(m);
   vipfast::bindings::bind_calibration(m);
   vipfast::bindings::bind_advantages(m);
+  // VIPFAST_DISABLE_AVX2 is read now, under the GIL, not later on a thread that could race os.environ.
+  vipfast::avx2_kernels_enabled();
 }

@@ -50,7 +50,7 @@ inline double sum_squares(const double* x, int64_t n) {
 }
 
 // out (rows × m, row-major) = X Zᵀ for row-major X (rows × d) and Z (m × d): with AVX2 and FMA where
-// the CPU has them, else Eigen's product. Either way an entry's bits do not depend on where the rows lie.
+// the CPU has them (an entry's bits then depend on its two rows alone), else Eigen's product.
 void cross_gram(const double* x, int64_t rows, const double* z, int64_t m, int64_t d, double* out);
 
 inline bool same_row(const double* a, const double* b, int64_t d) {
