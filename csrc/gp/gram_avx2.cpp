@@ -5,7 +5,6 @@
 // d mod 4 terms), so its bits depend only on the two rows.
 #include <cstdint>
 
-#include "vipfast/cpu.hpp"
 #include "vipfast/gp/gram_avx2.hpp"
 
 #if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
@@ -58,14 +57,6 @@ __attribute__((target("avx2,fma"))) void row_block(const double* x, const double
 #endif
 
 }  // namespace
-
-bool gram_avx2_available() {
-#ifdef VIPFAST_HAVE_GRAM_AVX2
-  return avx2_kernels_enabled();
-#else
-  return false;
-#endif
-}
 
 void gram_avx2(const double* x, int64_t rows, const double* z, int64_t m, int64_t d, double* out) {
 #ifdef VIPFAST_HAVE_GRAM_AVX2

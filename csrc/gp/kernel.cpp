@@ -1,5 +1,6 @@
 #include "vipfast/gp/kernel.hpp"
 #include "vipfast/fail.hpp"
+#include "vipfast/cpu.hpp"
 #include "vipfast/gp/gram_avx2.hpp"
 
 #include <cmath>
@@ -64,7 +65,7 @@ void normalise_rows(const double* in, int64_t rows, int64_t d, double* out, doub
 }
 
 void cross_gram(const double* x, int64_t rows, const double* z, int64_t m, int64_t d, double* out) {
-  if (gram_avx2_available()) {
+  if (avx2_kernels_enabled()) {
     gram_avx2(x, rows, z, m, d, out);
     return;
   }

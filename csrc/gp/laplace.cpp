@@ -5,6 +5,7 @@
 #include <limits>
 
 #include "vipfast/fail.hpp"
+#include "vipfast/gp/quadrature.hpp"
 
 namespace vipfast::gp {
 namespace {
@@ -19,17 +20,6 @@ void check_row(int64_t i, double m, double v, double k, double n) {
   if (!(std::isfinite(n) && n >= 0)) fail("trials[", i, "] must be finite and >= 0, got ", n);
   if (!(std::isfinite(k) && k >= 0 && k <= n))
     fail("successes[", i, "] must lie in [0, trials[", i, "]] = [0, ", n, "], got ", k);
-}
-
-// σ(f), σ(−f) and σ(f)σ(−f) from one exponential.
-struct Logistic {
-  double p, q, w;
-};
-
-Logistic logistic(double f) {
-  const double e = std::exp(-std::abs(f)), d = 1.0 + e;
-  const double small = e / d, large = 1.0 / d;
-  return f >= 0 ? Logistic{large, small, small / d} : Logistic{small, large, small / d};
 }
 
 // The slope of k log σ(f) + (n − k) log σ(−f), as k σ(−f) − (n − k) σ(f): k − n σ(f) would lose the digits

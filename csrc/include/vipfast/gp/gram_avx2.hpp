@@ -5,8 +5,8 @@
 
 namespace vipfast::gp {
 
-bool gram_avx2_available();
-// out (rows × m, row-major) = X Zᵀ for row-major X (rows × d) and Z (m × d); only where available.
+// out (rows × m, row-major) = X Zᵀ for row-major X (rows × d) and Z (m × d); only where
+// avx2_kernels_enabled() (vipfast/cpu.hpp).
 void gram_avx2(const double* x, int64_t rows, const double* z, int64_t m, int64_t d, double* out);
 
 }  // namespace vipfast::gp

@@ -20,6 +20,17 @@ inline double bernoulli_variance(double f) {
   return e / (d * d);
 }
 
+// sigmoid(f), sigmoid(-f) and their product from one exponential, for loops that need all three.
+struct Logistic {
+  double p, q, w;
+};
+
+inline Logistic logistic(double f) {
+  const double e = std::exp(-std::abs(f)), d = 1.0 + e;
+  const double small = e / d, large = 1.0 / d;
+  return f >= 0 ? Logistic{large, small, small / d} : Logistic{small, large, small / d};
+}
+
 // sigmoid(mean / sqrt(1 + pi var / 8)) ~ E[sigmoid(f)] for f ~ N(mean, var) (MacKay 1992).
 inline double moderated_sigmoid(double mean, double var) { return sigmoid(mean / std::sqrt(1.0 + kPi * var / 8.0)); }
 
