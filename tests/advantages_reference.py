@@ -80,7 +80,8 @@ def group_positions(form: str, grouping, num_rollouts: int, check: bool):
     decreasing (strictly increasing with check); "index": one id per rollout, no NaN id.
     """
     if form == "index":
-        ids = list(grouping)
+        # tolist(): a tensor's elements are 0-d tensors, which hash by identity, not by value
+        ids = grouping.tolist() if hasattr(grouping, "tolist") else list(grouping)
         if len(ids) != num_rollouts or any(key != key for key in ids):  # NaN is the id unequal to itself
             return None
         return [np.asarray(p, dtype=np.int64) for p in reference_groups_of(ids)]

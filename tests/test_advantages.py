@@ -222,6 +222,13 @@ def test_index_groups_interleaved_rollouts_in_place(backend, estimator, ids, rng
     assert_within(out, expected[shuffle], tolerance[shuffle], rng)
 
 
+def test_reference_groups_a_torch_index_by_value():
+    """A tensor's elements hash by identity; the reference must still see [0, 0] as one group."""
+    assert [p.tolist() for p in group_positions("index", torch.tensor([0, 0]), 2, True)] == [[0, 1]]
+    out = vipfast.group_advantages(np.array([False, True]), index=torch.tensor([0, 0]), estimator="rloo", eps=0.0)
+    assert out.tolist() == [-1.0, 1.0]
+
+
 @pytest.mark.parametrize("estimator", ESTIMATORS)
 @pytest.mark.parametrize("eps", [1e-6, 0.0], ids=["eps=1e-6", "eps=0"])
 def test_singletons_and_all_equal_groups_give_exactly_zero(backend, estimator, eps, rng):
