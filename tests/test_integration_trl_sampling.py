@@ -13,7 +13,14 @@ import torch
 pytest.importorskip("trl", reason="TRL is not installed: pip install '.[trl]'")
 
 from datasets import Dataset  # noqa: E402
-from test_integration_trl import PROMPTS, byte_tokenizer, common_args, outcome_reward, tiny_llama  # noqa: E402
+from test_integration_trl import (  # noqa: E402
+    PROMPTS,
+    byte_tokenizer,
+    common_args,
+    exit_worker,
+    outcome_reward,
+    tiny_llama,
+)
 
 import vipfast  # noqa: E402
 from vipfast.integrations.trl import (  # noqa: E402
@@ -400,7 +407,7 @@ def _two_process_worker(out_dir: str, run: str) -> None:
     for step, log in zip(steps, step_logs(trainer)):
         step["log"] = log
     pathlib.Path(out_dir, f"rank{trainer.accelerator.process_index}.json").write_text(json.dumps(steps))
-    torch.distributed.destroy_process_group()  # see test_integration_trl._two_process_worker
+    exit_worker()
 
 
 if __name__ == "__main__":
