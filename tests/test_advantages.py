@@ -789,8 +789,10 @@ REWARD_DTYPES = [np.bool_, np.int8, np.int32, np.int64, np.uint64, np.float16, n
 PATH_EXAMPLES = {"native": 300, "torch-cpu": 150, "triton-interpreter": 25}
 
 
-def _seen_by_vipfast(values: np.ndarray) -> np.ndarray:
-    """Rewards as the implementation computes with them: integers and bools become float32."""
+def _seen_by_vipfast(container) -> np.ndarray:
+    """Rewards as the implementation computes with them: the container's values as numpy reads them (a
+    list holding an int beyond int64 reads as float64), then integers and bools as float32."""
+    values = np.asarray(container)
     return (values if values.dtype.kind == "f" else values.astype(np.float32)).astype(np.float64)
 
 
@@ -879,8 +881,8 @@ def test_group_advantages_fuzz(path):
         estimator = data.draw(st.sampled_from(ESTIMATORS))
         eps, check = data.draw(st.sampled_from([0.0, 1e-6, 1.0])), data.draw(st.booleans())
         groups = group_positions(form, grouping, n, check)
-        seen = _seen_by_vipfast(values)
         rewards = _container(data.draw, values)
+        seen = _seen_by_vipfast(rewards)
         with pytest.MonkeyPatch.context() as patch:
             force_backend(patch, path)
             call = lambda: _call_grouped(form, grouping, rewards, estimator=estimator, eps=eps, check=check)  # noqa: E731
@@ -921,7 +923,7 @@ def test_token_advantages_fuzz(path):
                 return
             out = call()
         with np.errstate(over="ignore"):
-            seen = _seen_by_vipfast(values).astype(np.float32).astype(np.float64)
+            seen = _seen_by_vipfast(advantages).astype(np.float32).astype(np.float64)
         expected = reference_tokens(seen, lengths, layout, max_len)
         if layout == "padded":
             out, mask = out
@@ -946,9 +948,9 @@ def test_fused_token_advantages_fuzz():
         values = data.draw(reward_arrays(n))
         estimator, check = data.draw(st.sampled_from(ESTIMATORS)), data.draw(st.booleans())
         groups = group_positions(form, grouping, n, check)
-        seen = _seen_by_vipfast(values)
         keyword = {"sizes": "group_sizes", "offsets": "offsets"}[form]
         rewards = _container(data.draw, values)
+        seen = _seen_by_vipfast(rewards)
         call = lambda: vipfast.fused_token_advantages(  # noqa: E731
             rewards, response_lengths=lengths, **{keyword: grouping}, estimator=estimator, check=check)
         bad_lengths = min(lengths, default=0) < 0 or sum(lengths) >= 2**61
@@ -956,7 +958,7 @@ def test_fused_token_advantages_fuzz():
             with pytest.raises((ValueError, TypeError)):
                 call()
             return
-        group_out = vipfast.group_advantages(values, **{keyword: grouping}, estimator=estimator, check=check)
+        group_out = vipfast.group_advantages(rewards, **{keyword: grouping}, estimator=estimator, check=check)
         _assert_result(group_out, seen, groups, estimator, 1e-6, ROUNDOFF["native"], check)
         tokens = group_out.repeat_interleave(torch.tensor(lengths, dtype=torch.int64))
         torch.testing.assert_close(call(), tokens, rtol=0, atol=0, equal_nan=True)
