@@ -13,6 +13,7 @@ import subprocess
 import sys
 import textwrap
 import tracemalloc
+import warnings
 from collections import defaultdict
 
 import numpy as np
@@ -220,6 +221,55 @@ def test_index_groups_interleaved_rollouts_in_place(backend, estimator, ids, rng
     out = vipfast.group_advantages(backend.tensor(rewards[shuffle]), index=index, estimator=estimator)
     assert out.dtype == torch.float32 and out.device.type == backend.device.type
     assert_within(out, expected[shuffle], tolerance[shuffle], rng)
+
+
+WIDE_INTEGER_REWARDS = {
+    "list": lambda values: values,
+    "int32": lambda values: np.array(values, dtype=np.int32),
+    "int64": lambda values: np.array(values, dtype=np.int64),
+    "uint64": lambda values: np.array(values, dtype=np.uint64),
+    "torch-int64": lambda values: torch.tensor(values, dtype=torch.int64),
+}
+
+
+@pytest.mark.parametrize("make", WIDE_INTEGER_REWARDS.values(), ids=WIDE_INTEGER_REWARDS.keys())
+@pytest.mark.parametrize("estimator", ESTIMATORS)
+def test_integer_rewards_keep_their_digits(make, estimator):
+    """2^24 + 1 and 2^24 are one float32: integers wider than 16 bits are computed in float64."""
+    rewards = [2**24 + 1, 2**24, 2**30 + 3, 2**30]
+    sizes = [2, 2]
+    expected = reference_group_advantages(np.array(rewards, dtype=np.float64), np.array(sizes), estimator)
+    out = vipfast.group_advantages(make(rewards), sizes, estimator=estimator)
+    assert np.all(out.numpy() != 0), out
+    np.testing.assert_allclose(out.numpy(), expected, rtol=1e-6)
+
+
+def test_int16_and_bool_rewards_are_exact_in_float32():
+    rewards = np.array([-(2**15), 2**15 - 1, 7, 7], dtype=np.int16)
+    out = vipfast.group_advantages(rewards, [2, 2], estimator="drgrpo")
+    assert out.tolist() == [-32767.5, 32767.5, 0.0, 0.0]
+    assert vipfast.group_advantages(np.array([True, False]), [2], estimator="rloo").tolist() == [1.0, -1.0]
+
+
+SWAPPED_OR_REVERSED = {
+    "big-endian": lambda values: np.asarray(values).astype(np.asarray(values).dtype.newbyteorder(">")),
+    "reversed-view": lambda values: np.asarray(values)[::-1].copy()[::-1],
+    "read-only": lambda values: np.frombuffer(np.asarray(values).tobytes(), dtype=np.asarray(values).dtype),
+}
+
+
+@pytest.mark.parametrize("make", SWAPPED_OR_REVERSED.values(), ids=SWAPPED_OR_REVERSED.keys())
+def test_any_numpy_layout_of_the_same_values_gives_the_same_result(make):
+    """Non-native byte order, negative strides and read-only buffers are valid arrays: same numbers, no warning."""
+    rewards, sizes, lengths = np.array([0.5, 1.0, 0.0, 3.0, -2.0]), np.array([3, 2]), np.array([2, 0, 1, 4, 1])
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert torch.equal(vipfast.group_advantages(make(rewards), make(sizes)),
+                           vipfast.group_advantages(rewards, sizes))
+        assert torch.equal(vipfast.token_advantages(make(rewards), make(lengths)),
+                           vipfast.token_advantages(rewards, lengths))
+        assert torch.equal(vipfast.fused_token_advantages(make(rewards), make(sizes), make(lengths)),
+                           vipfast.fused_token_advantages(rewards, sizes, lengths))
 
 
 def test_reference_groups_a_torch_index_by_value():
@@ -661,6 +711,22 @@ def _tokens(**overrides):
     return call
 
 
+class NoTruthValue:
+    """An id whose == gives an object with no truth value, as pandas.NA does."""
+
+    def __hash__(self):
+        return 0
+
+    def __eq__(self, other):
+        return self
+
+    def __bool__(self):
+        raise TypeError("ambiguous")
+
+    def __repr__(self):
+        return "no-truth"
+
+
 ONE_GROUPING = "exactly one of group_sizes, offsets= and index="
 BAD_INPUTS = [
     ("nan-reward", _group(rewards=[0.0, float("nan"), 1.0]), ValueError, r"rewards must be finite: rewards\[1\] = nan"),
@@ -694,6 +760,17 @@ BAD_INPUTS = [
     ("eps-negative", _group(eps=-1e-6), ValueError, "eps must be finite and >= 0"),
     ("eps-nan", _group(eps=float("nan")), ValueError, "eps must be finite and >= 0"),
     ("eps-string", _group(eps="1e-6"), TypeError, "eps must be a real number"),
+    ("eps-beyond-float64", _group(eps=10**400), ValueError, "eps must be finite and >= 0"),
+    ("check-string", _group(check="yes"), TypeError, "check must be True or False, got str 'yes'"),
+    ("check-none", _group(check=None), TypeError, "check must be True or False, got NoneType None"),
+    ("check-int", _group(check=1), TypeError, "check must be True or False, got int 1"),
+    ("tokens-check-none", _tokens(check=None), TypeError, "check must be True or False"),
+    ("fused-check-none", lambda: vipfast.fused_token_advantages([0.0, 1.0], [2], [1, 1], check=None),
+     TypeError, "check must be True or False"),
+    ("index-not-iterable", lambda: vipfast.group_ids_from_index(5), TypeError,
+     "index must be a 1-D sequence of hashable ids"),
+    ("index-id-without-truth", _group(group_sizes=None, index=["a", NoTruthValue(), "a"]), TypeError,
+     r"index\[1\] = no-truth cannot tell whether it equals itself \(ambiguous\)"),
     ("rewards-2d", _group(rewards=[[0.0, 1.0, 1.0]]), ValueError, r"rewards must be 1-D, got shape \(1, 3\)"),
     ("rewards-complex", _group(rewards=torch.tensor([0j, 1, 1])),
      TypeError, "rewards must hold real numbers, got dtype torch.complex64"),
@@ -785,15 +862,18 @@ def test_calls_that_used_to_kill_the_interpreter_are_refused(path, tmp_path):
 # fuzzing: any input either gives the reference's numbers or a ValueError / TypeError
 
 INT64_EDGES = [-(2**63), -(2**62), -2, -1, 0, 1, 2**31, 2**62, 2**63 - 1]
-REWARD_DTYPES = [np.bool_, np.int8, np.int32, np.int64, np.uint64, np.float16, np.float32, np.float64]
+REWARD_DTYPES = [np.bool_, np.int8, np.int16, np.int32, np.int64, np.uint64, np.float16, np.float32, np.float64]
 PATH_EXAMPLES = {"native": 300, "torch-cpu": 150, "triton-interpreter": 25}
 
 
 def _seen_by_vipfast(container) -> np.ndarray:
     """Rewards as the implementation computes with them: the container's values as numpy reads them (a
-    list holding an int beyond int64 reads as float64), then integers and bools as float32."""
+    list holding an int beyond int64 reads as float64), then bools and integers of up to 16 bits as
+    float32, wider integers as float64."""
     values = np.asarray(container)
-    return (values if values.dtype.kind == "f" else values.astype(np.float32)).astype(np.float64)
+    if values.dtype.kind != "f":
+        values = values.astype(np.float32 if values.dtype.itemsize <= 2 else np.float64)
+    return values.astype(np.float64)
 
 
 def _container(draw, values: np.ndarray):

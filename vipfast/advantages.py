@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import math
 import numbers
+import warnings
 
 import numpy as np
 import torch
@@ -57,7 +58,8 @@ def group_advantages(
 ) -> torch.Tensor:
     """Per-rollout advantages of ragged groups, float32 [N] on the device of `rewards`.
 
-    rewards      [N] real numbers (torch tensor, numpy array or sequence; int/bool become float)
+    rewards      [N] real numbers (torch tensor, numpy array or sequence); bools and integers of up
+                 to 16 bits become float32, wider integers float64 (exact up to 2^53)
     group_sizes  [G] integers >= 1 adding up to N; rollouts of a group are contiguous, in order
     offsets      [G+1] CSR bounds instead of group_sizes (keyword only): 0 = o_0 < ... < o_G = N
     index        [N] a group id per rollout instead (keyword only): verl's uid strings, integers or
@@ -76,7 +78,7 @@ def group_advantages(
     float32 output: drgrpo and rloo advantages beyond float32's range (|A| > 3.4e38, only from
     float64 rewards) come out as +-inf.
     """
-    estimator, eps = _estimator(estimator), _eps(eps)
+    estimator, eps, check = _estimator(estimator), _eps(eps), _flag(check, "check")
     r = _real_vector(rewards, "rewards")
     _one_grouping(group_sizes, offsets, index, "group_advantages")
     backend = _backend_for(r.device)
@@ -111,6 +113,7 @@ def token_advantages(
                          L = max_len, or the longest response when max_len is None
     check             accepted for symmetry with group_advantages; advantages are not scanned
     """
+    _flag(check, "check")
     a = _real_vector(advantages, "advantages")
     lengths, width = _token_layout(response_lengths, a.numel(), a.device, layout, max_len, "advantages")
     if _backend_for(a.device) == "triton":
@@ -140,7 +143,7 @@ def fused_token_advantages(
     """
     if response_lengths is None:
         raise TypeError("fused_token_advantages() needs response_lengths")
-    estimator, eps = _estimator(estimator), _eps(eps)
+    estimator, eps, check = _estimator(estimator), _eps(eps), _flag(check, "check")
     r = _real_vector(rewards, "rewards")
     _one_grouping(group_sizes, offsets, None, "fused_token_advantages")
     lengths, width = _token_layout(response_lengths, r.numel(), r.device, layout, max_len, "rewards")
@@ -225,7 +228,10 @@ def _index_keys(index) -> np.ndarray:
     else:
         # Plain sequences stay objects, one per element: np.asarray([1, "1"]) would merge two
         # different ids, np.asarray([(1,), (2,)]) would make a 2-D array of them.
-        array = np.fromiter(index, dtype=object)
+        try:
+            array = np.fromiter(index, dtype=object)
+        except TypeError as error:  # not iterable
+            raise TypeError(f"index must be a 1-D sequence of hashable ids: {error}") from None
     if array.ndim != 1:
         raise ValueError(f"index must be 1-D, got shape {array.shape}")
     kind = array.dtype.kind
@@ -377,8 +383,12 @@ def _as_vector(value, name: str, integer: bool) -> torch.Tensor:
         if array.dtype.kind == "f" and array.dtype.itemsize > 8:
             array = array.astype(np.float64)  # long double has no torch dtype
         if not integer and array.dtype == np.uint64:
-            array = array.astype(np.float32)  # uint64 has few torch ops; integer rewards become float32
-        tensor = torch.as_tensor(array)
+            array = array.astype(np.float64)  # uint64 has few torch ops
+        if not array.dtype.isnative or any(stride < 0 for stride in array.strides):
+            array = np.ascontiguousarray(array, dtype=array.dtype.newbyteorder("="))  # torch takes neither
+        with warnings.catch_warnings():  # a read-only array is fine: vipfast never writes to its inputs
+            warnings.filterwarnings("ignore", message="The given NumPy array is not writable")
+            tensor = torch.as_tensor(array)
     if tensor.ndim != 1:
         raise ValueError(f"{name} must be 1-D, got shape {tuple(tensor.shape)}")
     return tensor
@@ -386,7 +396,11 @@ def _as_vector(value, name: str, integer: bool) -> torch.Tensor:
 
 def _real_vector(value, name: str) -> torch.Tensor:
     tensor = _as_vector(value, name, integer=False).detach()  # advantages are constants for the loss
-    return tensor if tensor.is_floating_point() else tensor.to(torch.float32)
+    if tensor.is_floating_point():
+        return tensor
+    # float32 holds every bool and 8- or 16-bit integer exactly; wider integers need float64 (MPS has none)
+    exact_in_float32 = tensor.element_size() <= 2 or tensor.device.type == "mps"
+    return tensor.to(torch.float32 if exact_in_float32 else torch.float64)
 
 
 def _host_int64(value, name: str) -> np.ndarray:
@@ -517,6 +531,16 @@ def _estimator(estimator) -> str:
 def _eps(eps) -> float:
     if isinstance(eps, bool) or not isinstance(eps, numbers.Real):
         raise TypeError(f"eps must be a real number, got {type(eps).__name__}")
-    if not (math.isfinite(eps) and eps >= 0):
+    try:
+        value = float(eps)
+    except OverflowError:  # an int beyond float64's range
+        value = math.inf
+    if not (math.isfinite(value) and value >= 0):
         raise ValueError(f"eps must be finite and >= 0, got {eps}")
-    return float(eps)
+    return value
+
+
+def _flag(value, name: str) -> bool:
+    if not isinstance(value, (bool, np.bool_)):
+        raise TypeError(f"{name} must be True or False, got {type(value).__name__} {value!r}")
+    return bool(value)

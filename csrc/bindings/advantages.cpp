@@ -155,14 +155,20 @@ struct SameObject {
 // An id that is not equal to itself (a float NaN) names no group.
 void require_self_equal(PyObject* key, py::ssize_t i) {
   if (PyUnicode_CheckExact(key) || PyLong_CheckExact(key)) return;
+  const std::string named = "index[" + std::to_string(i) + "] = ";
+  const auto refuse_uncomparable = [&] {
+    const py::error_already_set error;  // fetches and clears the raised error, so repr can run
+    throw py::type_error(named + std::string(py::repr(key)) + " cannot tell whether it equals itself (" +
+                         std::string(py::str(error.value())) +
+                         "); ids must be strings, integers or other values with a plain ==");
+  };
   PyObject* same = PyObject_RichCompare(key, key, Py_EQ);
-  if (same == nullptr) throw py::error_already_set();
+  if (same == nullptr) refuse_uncomparable();
   const int truth = PyObject_IsTrue(same);
   Py_DECREF(same);
-  if (truth < 0) throw py::error_already_set();
+  if (truth < 0) refuse_uncomparable();
   if (truth == 0)
-    throw py::value_error("index[" + std::to_string(i) + "] = " + std::string(py::repr(key)) +
-                          " is not equal to itself (NaN), so it names no group");
+    throw py::value_error(named + std::string(py::repr(key)) + " is not equal to itself (NaN), so it names no group");
 }
 
 // Holds the GIL throughout; keeps every group's first id alive, as __eq__ or __hash__ may run
