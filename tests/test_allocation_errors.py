@@ -145,6 +145,7 @@ def test_weights_are_checked_whatever_the_budget(weights):
         (lambda: vipfast.allocate([0.1], 4.0), TypeError, "budget must be an integer"),
         (lambda: vipfast.allocate([0.1], 2**70), ValueError, "does not fit in int64"),
         (lambda: vipfast.allocate([0.1], 4, min_rollouts=2.5), TypeError, "min_rollouts must be an integer"),
+        (lambda: vipfast.allocate([0.1, 0.2], True), TypeError, "budget must be an integer, got bool True"),
         (lambda: vipfast.allocate([0.1], 4, curve=np.zeros((1, 1, 3))), ValueError, "curve must be 1-D or 2-D"),
         (lambda: vipfast.allocate(None, 4), ValueError, "weights are required"),
         (lambda: vipfast.allocation_objective([0.1], [1.5]), ValueError, "counts must hold whole numbers"),
@@ -153,7 +154,7 @@ def test_weights_are_checked_whatever_the_budget(weights):
         (lambda: vipfast.allocation_objective([0.1], [9], min_rollouts=2, max_rollouts=8), ValueError,
          r"counts\[0\] = 9 is outside \[2, 8\]"),
     ],
-    ids=["strings", "complex", "2-D weights", "float budget", "huge budget", "float min", "3-D curve",
+    ids=["strings", "complex", "2-D weights", "float budget", "huge budget", "float min", "bool budget", "3-D curve",
          "no weights", "fractional counts", "counts length", "count below domain", "count above max"],
 )
 def test_wrong_types_and_shapes(call, error, message):

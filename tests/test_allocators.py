@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import stat
 
@@ -147,6 +148,69 @@ def test_infeasible_budget_is_named():
 def test_bad_configuration(options, message):
     with pytest.raises(ValueError, match=message):
         UniformAllocator(**options)
+
+
+@pytest.mark.parametrize(
+    "options, message",
+    [
+        (dict(budget=20.7), "budget must be an integer, got float 20.7"),
+        (dict(budget="20"), "budget must be an integer, got str '20'"),
+        (dict(budget=True), "budget must be an integer, got bool True"),
+        (dict(budget=float("nan")), "budget must be an integer, got float nan"),
+        (dict(min_rollouts=4.7), "min_rollouts must be an integer, got float 4.7"),
+        (dict(min_rollouts="4"), "min_rollouts must be an integer, got str '4'"),
+        (dict(max_rollouts=8.9), "max_rollouts must be an integer, got float 8.9"),
+        (dict(max_rollouts=float("inf")), "max_rollouts must be an integer, got float inf"),
+        (dict(max_rollouts=None), "max_rollouts must be an integer, got None: an allocator needs an upper bound"),
+        (dict(budget_per_prompt="8"), "budget_per_prompt must be a real number, got str '8'"),
+        (dict(budget_per_prompt=True), "budget_per_prompt must be a real number, got bool True"),
+        (dict(reward_threshold="0.5"), "reward_threshold must be a real number, got str '0.5'"),
+        (dict(capacity=2.5), "capacity must be an integer, got float 2.5"),
+        (dict(forgetting="0.5"), "forgetting must be a real number, got str '0.5'"),
+    ],
+)
+def test_options_of_the_wrong_type_are_named(options, message):
+    with pytest.raises(TypeError, match=message):
+        make_allocator("beta", **options)
+
+
+def test_integer_options_take_numpy_integers_as_plain_ints():
+    allocator = make_allocator("uniform", budget=np.int64(20), min_rollouts=np.int32(4), max_rollouts=np.uint8(8),
+                               budget_per_prompt=np.float32(6))
+    assert allocator.config["budget"] == 20 and type(allocator.config["budget"]) is int
+    assert (allocator.config["min_rollouts"], allocator.config["max_rollouts"]) == (4, 8)
+    np.testing.assert_array_equal(allocator.plan(keys=[1, 2, 3]).counts, [7, 7, 6])
+
+
+def test_a_checkpoint_with_a_fractional_bound_is_refused_at_load(tmp_path):
+    path = tmp_path / "fractional.npz"
+    header = {"format": "vipfast-allocator", "version": 2, "allocator": "beta", "config": {"max_rollouts": 16.9}}
+    np.savez(path, header=np.array(json.dumps(header)))
+    with pytest.raises(ValueError, match=r"fractional.npz .*max_rollouts must be an integer, got float 16.9"):
+        load_allocator(path)
+
+
+@pytest.mark.parametrize("name", ["knapsack", "coba"])
+def test_budgets_too_big_for_value_tables_are_value_errors(name):
+    for budget in (2**62, 2**40):
+        allocator = make_allocator(name, budget=budget, min_rollouts=4, max_rollouts=budget)
+        with pytest.raises(ValueError, match=f"budget {budget} is too big to plan for 4 prompts"):
+            allocator.plan(keys=[1, 2, 3, 4])
+    with pytest.raises(ValueError, match="does not fit in int64"):
+        make_allocator(name, budget=2**70, max_rollouts=2**62)
+
+
+@pytest.mark.parametrize("name", ["knapsack", "coba"])
+def test_value_tables_stop_at_what_one_prompt_can_get(name, rng):
+    """max_rollouts far above the budget plans as max_rollouts = what one prompt gets when the rest have the
+    minimum: no count above that is possible."""
+    keys = rng.integers(0, 2**63, 5, dtype=np.uint64)
+    wide, exact = (make_allocator(name, budget=40, min_rollouts=4, max_rollouts=hi) for hi in (10**6, 40 - 4 * 4))
+    rewards = (rng.random(40) < 0.3).astype(float)
+    for allocator in (wide, exact):
+        allocator.update(allocator.plan(keys=keys), rewards)
+    np.testing.assert_array_equal(wide.plan(keys=keys).counts, exact.plan(keys=keys).counts,
+                                  err_msg=rng.seed_for_message)
 
 
 def test_every_allocator_accepts_the_shared_options():

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import operator
 
 import numpy as np
@@ -57,8 +58,20 @@ def is_real_number(value) -> bool:
     return isinstance(value, (int, float, np.integer, np.floating)) and not isinstance(value, (bool, np.bool_))
 
 
+def as_real(value, name: str, *, finite: bool = False) -> float:
+    """A Python float from a Python or numpy int or float; strings, bools and arrays are refused."""
+    if not is_real_number(value):
+        raise TypeError(f"{name} must be a real number, got {type(value).__name__} {value!r}")
+    number = float(value)
+    if finite and not math.isfinite(number):
+        raise ValueError(f"{name} must be a finite number, got {number}")
+    return number
+
+
 def as_int64(value, name: str) -> int:
-    """A Python int in int64 range; floats such as 16.0 are refused rather than truncated."""
+    """A Python int in int64 range; floats such as 16.0 and bools are refused rather than converted."""
+    if isinstance(value, (bool, np.bool_)):
+        raise TypeError(f"{name} must be an integer, got bool {value!r}")
     try:
         number = operator.index(value)
     except TypeError:

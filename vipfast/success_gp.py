@@ -21,7 +21,7 @@ from typing import Any, NamedTuple
 import numpy as np
 
 from . import _core
-from ._validation import as_float64_array, as_int64, as_uint64_keys, is_real_number
+from ._validation import as_float64_array, as_int64, as_real, as_uint64_keys
 
 __all__ = ["GPPrediction", "SuccessGP", "STATE_FORMAT_VERSION"]
 
@@ -89,20 +89,8 @@ def _as_counts(value, name: str) -> np.ndarray:
     return np.ascontiguousarray(array, dtype=np.int64)
 
 
-def _real(value, name: str) -> float:
-    if not is_real_number(value):
-        raise TypeError(f"{name} must be a real number, got {type(value).__name__} {value!r}")
-    return float(value)
-
-
-def _integer(value, name: str) -> int:
-    if isinstance(value, (bool, np.bool_)):
-        raise TypeError(f"{name} must be an integer, got bool")
-    return as_int64(value, name)
-
-
 def _optional_real(value, name: str) -> float | None:
-    return None if value is None else _real(value, name)
+    return None if value is None else as_real(value, name)
 
 
 def _text(value, name: str) -> str:
@@ -112,7 +100,7 @@ def _text(value, name: str) -> str:
 
 
 # Python types per kind of option; the option table and every value check live in the native core.
-_COERCE = {"int": _integer, "float": _real, "float or None": _optional_real, "str": _text}
+_COERCE = {"int": as_int64, "float": as_real, "float or None": _optional_real, "str": _text}
 
 
 def _native_config(options: Mapping[str, Any]) -> _core.SuccessGPConfig:
@@ -194,7 +182,7 @@ class SuccessGP:
 
     def advance(self, steps: int = 1) -> None:
         """`steps` training steps have passed: all stored evidence ages (weight * forgetting**steps)."""
-        self._gp.advance(_integer(steps, "steps"))
+        self._gp.advance(as_int64(steps, "steps"))
 
     def predict_latent(self, keys, embeddings) -> tuple[np.ndarray, np.ndarray]:
         """(mean, var) of the posterior of the logit f (of a + b f when recalibrated), float64 [Q] each."""

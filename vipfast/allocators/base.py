@@ -7,6 +7,7 @@ checkpoints through `state_arrays` / `load_state_arrays`.
 
 from __future__ import annotations
 
+import math
 import threading
 import time
 from collections import deque
@@ -14,7 +15,7 @@ from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
 
-from .._validation import as_uint64_keys
+from .._validation import as_float64_array, as_int64, as_real, as_uint64_keys
 from ..allocation import allocate, estimator_min_rollouts
 from ..embedders import prompt_keys
 from .checkpoint import read_checkpoint, write_checkpoint
@@ -22,6 +23,10 @@ from .monitor import PredictionMonitor
 from .plan import Plan, successes_per_group
 
 __all__ = ["Allocator", "AllocatorBase", "Weighing"]
+
+# Most values the per-prompt tables of one plan may hold (512 MiB of float64): rules that solve with
+# value tables refuse larger batches with a ValueError rather than a numpy allocation error.
+MAX_TABLE_VALUES = 1 << 26
 
 
 @runtime_checkable
@@ -51,6 +56,11 @@ class AllocatorBase:
     Shared options, accepted by every allocator (each ignores those it does not use):
     budget_per_prompt / budget, estimator, min_rollouts, max_rollouts, reward_threshold,
     embedder, embedding_dim, embedding_cache_size.
+
+    budget, min_rollouts and max_rollouts are integers (Python or numpy ints; not bools, floats or
+    strings) checked as `allocate` checks them; budget_per_prompt and reward_threshold are finite
+    real numbers. max_rollouts=None is refused: unlike `allocate`, where None means "up to the whole
+    budget", an allocator keeps one upper bound for every batch (and per-prompt value tables as wide).
     """
 
     name = "base"
@@ -58,19 +68,26 @@ class AllocatorBase:
     def __init__(self, *, budget_per_prompt=8.0, budget=None, estimator="rloo", min_rollouts=4, max_rollouts=32,
                  reward_threshold=None, embedder=None, embedding_dim=None, embedding_cache_size=None):
         min_n = estimator_min_rollouts(estimator)
+        min_rollouts = as_int64(min_rollouts, "min_rollouts")
+        if max_rollouts is None:
+            raise TypeError("max_rollouts must be an integer, got None: an allocator needs an upper bound "
+                            "(only allocate() reads None as the whole budget)")
+        max_rollouts = as_int64(max_rollouts, "max_rollouts")
         if min_rollouts < min_n:
             raise ValueError(f"min_rollouts = {min_rollouts} is below estimator '{estimator}''s domain n >= {min_n}")
         if max_rollouts < min_rollouts:
             raise ValueError(f"min_rollouts ({min_rollouts}) exceeds max_rollouts ({max_rollouts})")
-        if budget is None and not (np.isfinite(budget_per_prompt) and budget_per_prompt > 0):
+        budget_per_prompt = as_real(budget_per_prompt, "budget_per_prompt")
+        if budget is None and not (math.isfinite(budget_per_prompt) and budget_per_prompt > 0):
             raise ValueError(f"budget_per_prompt must be a positive number, got {budget_per_prompt}")
-        if budget is not None and int(budget) < 0:
-            raise ValueError(f"budget must be >= 0, got {budget}")
-        if reward_threshold is not None and not np.isfinite(reward_threshold):
-            raise ValueError(f"reward_threshold must be a finite number or None, got {reward_threshold}")
-        self.config = dict(budget_per_prompt=float(budget_per_prompt), budget=None if budget is None else int(budget),
-                           estimator=estimator, min_rollouts=int(min_rollouts), max_rollouts=int(max_rollouts),
-                           reward_threshold=None if reward_threshold is None else float(reward_threshold))
+        if budget is not None:
+            budget = as_int64(budget, "budget")
+            if budget < 0:
+                raise ValueError(f"budget must be >= 0, got {budget}")
+        if reward_threshold is not None:
+            reward_threshold = as_real(reward_threshold, "reward_threshold", finite=True)
+        self.config = dict(budget_per_prompt=budget_per_prompt, budget=budget, estimator=estimator,
+                           min_rollouts=min_rollouts, max_rollouts=max_rollouts, reward_threshold=reward_threshold)
         self.latency = {"plan": deque(maxlen=100), "update": deque(maxlen=100)}
         self.monitor = PredictionMonitor()
         # plan/update/save may run on different threads (the trainer learns beside the torch update).
@@ -90,6 +107,17 @@ class AllocatorBase:
             raise ValueError(f"budget {budget} is infeasible for {num_prompts} prompts with {self.config['min_rollouts']}"
                              f" <= n <= {self.config['max_rollouts']}: it must lie in [{lo}, {hi}]")
         return budget
+
+    def table_range(self, num_prompts: int, budget: int) -> tuple[int, int]:
+        """(lo, hi): the counts a per-prompt value table covers for this batch, max_rollouts capped at what
+        one prompt can get once every other has min_rollouts (no count above it is ever chosen)."""
+        lo = self.config["min_rollouts"]
+        hi = min(self.config["max_rollouts"], budget - max(num_prompts - 1, 0) * lo)
+        if num_prompts * (hi - lo + 1) > MAX_TABLE_VALUES:
+            raise ValueError(f"budget {budget} is too big to plan for {num_prompts} prompts with rule {self.name!r}: "
+                             f"its value tables would cover n = {lo}..{hi} for each prompt, more than "
+                             f"{MAX_TABLE_VALUES} values in all; lower max_rollouts or the budget")
+        return lo, hi
 
     # -- plan and update ---------------------------------------------------------------------------
     def plan(self, prompts=None, *, keys=None, embeddings=None) -> Plan:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from .._validation import as_int64, as_real
 from .base import AllocatorBase, Weighing
 from .prompt_table import PromptTable, merge_duplicate_keys
 from .registry import register
@@ -31,9 +32,10 @@ class BetaAllocator(AllocatorBase):
 
     def __init__(self, *, forgetting: float = 1.0, capacity: int = 1 << 21, **options):
         super().__init__(**options)
+        forgetting = as_real(forgetting, "forgetting")
         if not 0 < forgetting <= 1:
             raise ValueError(f"forgetting must lie in (0, 1], got {forgetting}")
-        self.forgetting, self.capacity = float(forgetting), int(capacity)
+        self.forgetting, self.capacity = forgetting, as_int64(capacity, "capacity")
         self.counts = PromptTable({"successes": 0.0, "trials": 0.0, "step": 0.0}, capacity=self.capacity)
         self.step = 0
 

@@ -137,7 +137,7 @@ class CobaAllocator(AllocatorBase):
         _check_options(window, beta_sum, tau_min, tau_max, variance_max, smoothing)
         self.window, self.beta_sum, self.smoothing = int(window), float(beta_sum), float(smoothing)
         self.tau_range, self.variance_max = (float(tau_min), float(tau_max)), float(variance_max)
-        self.capacity = int(capacity)
+        self.capacity = as_int64(capacity, "capacity")
         columns = {f"{kind}/{age}": 0.0 for age in range(self.window) for kind in ("successes", "trials")}
         self.visits = PromptTable(columns, capacity=self.capacity)  # age 0 = the latest visit
         self.failure_rates: deque[float] = deque(maxlen=self.window)
@@ -169,13 +169,13 @@ class CobaAllocator(AllocatorBase):
         p = self.success_rates(keys)
         alpha, beta = self.shape()
         tau = coba_tau(p, *self.tau_range, self.variance_max, self.smoothing)
-        lo, hi = self.config["min_rollouts"], self.config["max_rollouts"]
-        costs = coba_costs(p, lo, hi, alpha, beta, tau, self.smoothing)
         clipped = np.clip(p, self.smoothing, 1.0 - self.smoothing)
-        return Weighing(p=p, weights=_beta_density(clipped, alpha, beta), costs=costs)
+        return Weighing(p=p, weights=_beta_density(clipped, alpha, beta), shape=(alpha, beta), tau=tau)
 
     def solve(self, weighing: Weighing, budget: int) -> np.ndarray:
-        return allocate(None, budget, min_rollouts=self.config["min_rollouts"], curve=weighing["costs"])
+        lo, hi = self.table_range(len(weighing["p"]), budget)
+        costs = coba_costs(weighing["p"], lo, hi, *weighing["shape"], weighing["tau"], self.smoothing)
+        return allocate(None, budget, min_rollouts=lo, curve=costs)
 
     def learn(self, plan, successes, trials) -> None:
         seen = trials > 0

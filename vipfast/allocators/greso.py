@@ -21,7 +21,7 @@ import json
 
 import numpy as np
 
-from .._validation import as_uint64_keys
+from .._validation import as_int64, as_uint64_keys
 from .base import AllocatorBase, Weighing
 from .prompt_table import PromptTable
 from .registry import register
@@ -64,7 +64,7 @@ class GresoAllocator(AllocatorBase):
         self.p_easy, self.p_hard = float(p_easy), float(p_hard)
         self.target_zero_variance, self.step = float(target_zero_variance), float(step)
         self.p_range, self.min_keep = (float(min_p), float(max_p)), float(min_keep)
-        self.seed, self.capacity = None if seed is None else int(seed), int(capacity)
+        self.seed, self.capacity = None if seed is None else int(seed), as_int64(capacity, "capacity")
         self.rng = np.random.default_rng(self.seed)
         self.streaks = PromptTable({"easy": 0.0, "hard": 0.0}, capacity=self.capacity)
         self.last_skip_rate: float | None = None

@@ -11,6 +11,7 @@ from __future__ import annotations
 import numpy as np
 
 from ..allocation import allocate, knapsack_costs
+from .._validation import as_int64
 from .base import AllocatorBase, Weighing
 from .prompt_table import PromptTable
 from .registry import register
@@ -27,7 +28,7 @@ class KnapsackAllocator(AllocatorBase):
 
     def __init__(self, *, capacity: int = 1 << 21, **options):
         super().__init__(**options)
-        self.capacity = int(capacity)
+        self.capacity = as_int64(capacity, "capacity")
         self.rates = PromptTable({"rate": UNSEEN_RATE}, capacity=self.capacity)
 
     def init_options(self) -> dict:
@@ -38,7 +39,7 @@ class KnapsackAllocator(AllocatorBase):
         return Weighing(p=p, weights=p * (1 - p))
 
     def solve(self, weighing: Weighing, budget: int) -> np.ndarray:
-        lo, hi = self.config["min_rollouts"], self.config["max_rollouts"]
+        lo, hi = self.table_range(len(weighing["p"]), budget)
         return allocate(None, budget, min_rollouts=lo, curve=knapsack_costs(weighing["p"], lo, hi))
 
     def learn(self, plan, successes, trials) -> None:

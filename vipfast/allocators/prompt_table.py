@@ -9,7 +9,7 @@ from __future__ import annotations
 import numpy as np
 
 from .. import _core
-from .._validation import as_uint64_keys
+from .._validation import as_int64, as_uint64_keys
 
 __all__ = ["PromptTable", "merge_duplicate_keys"]
 
@@ -20,9 +20,9 @@ class PromptTable:
     def __init__(self, columns: dict[str, float], capacity: int = 1 << 21, dtype=np.float64, optional=()):
         """optional: columns a saved state may lack (added after states were first saved); they load as
         their defaults."""
-        if int(capacity) < 1:
+        self.capacity = as_int64(capacity, "capacity")
+        if self.capacity < 1:
             raise ValueError(f"capacity must be >= 1, got {capacity}")
-        self.capacity = int(capacity)
         self.defaults = dict(columns)
         self.optional = frozenset(optional)
         self.dtype = np.dtype(dtype)
