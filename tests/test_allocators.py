@@ -371,6 +371,90 @@ class TestCheckpointFiles:
         with pytest.raises(ValueError, match="no such allocator checkpoint"):
             load_allocator(tmp_path / "missing.npz")
 
+    def test_every_damaged_byte_of_the_zip_directory_is_a_value_error_or_changes_nothing(self, tmp_path, rng):
+        """One byte flipped in the central directory (where zipfile reads compression methods and encryption
+        flags), or anywhere else in a sample: the load fails with a ValueError naming the file, or restores
+        the same allocator."""
+        allocator = build("beta")
+        plan = allocator.plan(keys=np.arange(3, dtype=np.uint64))
+        allocator.update(plan, np.ones(plan.total))
+        good = tmp_path / "good.npz"
+        allocator.save(good)
+        data = good.read_bytes()
+        directory = data.find(b"PK\x01\x02")
+        assert directory > 0
+        flips = [(offset, 0x01) for offset in range(directory, len(data))]
+        flips += zip(rng.choice(directory, size=min(directory, 200), replace=False).tolist(),
+                     rng.integers(1, 256, size=200).tolist())
+        expected = {k: np.asarray(v) for k, v in allocator.state_arrays().items()}
+        damaged = tmp_path / "damaged.npz"
+        for offset, mask in flips:
+            damaged.write_bytes(data[:offset] + bytes([data[offset] ^ mask]) + data[offset + 1:])
+            try:
+                restored = load_allocator(damaged)
+            except ValueError as error:
+                assert "damaged.npz" in str(error), (offset, mask, error, rng.seed_for_message)
+                continue
+            state = restored.state_arrays()
+            assert restored.config == allocator.config, (offset, mask, rng.seed_for_message)
+            assert sorted(state) == sorted(expected), (offset, mask, rng.seed_for_message)
+            for key, value in expected.items():
+                np.testing.assert_array_equal(state[key], value, err_msg=f"{key}, byte {offset} ^ {mask}")
+
+    @pytest.mark.parametrize(
+        "name, entry, change, message",
+        [
+            ("beta", "counts/column/trials", lambda v: -v - 1, r"counts/column/trials\[0\] = -\d+.0 is below 0"),
+            ("beta", "counts/column/successes", lambda v: v + 100, r"counts/column/successes\[0\] = .* is above "
+             r"counts/column/trials\[0\]"),
+            ("beta", "counts/column/successes", lambda v: v * np.nan, r"counts/column/successes\[0\] = nan"),
+            ("beta", "counts/column/step", lambda v: v + 10**6, r"counts/column/step\[0\] = 100000\d.0 is above 2.0"),
+            ("beta", "counts/touched", lambda v: v + 0.5, r"counts/touched\[0\] = 2.5 is not a whole number"),
+            ("beta", "counts/clock", lambda v: np.array([v, v]), "counts/clock must be a scalar count"),
+            ("beta", "step", lambda v: np.array(-1), "step must be a whole number >= 0, got -1"),
+            ("knapsack", "rates/column/rate", lambda v: v + 2, r"rates/column/rate\[0\] = .* is above 1.0"),
+            ("knapsack", "rates/column/rate", lambda v: -v - 1, r"rates/column/rate\[0\] = .* is below 0.0"),
+            ("coba", "visits/column/trials/0", lambda v: -v, r"visits/column/trials/0\[0\] = -\d+.0 is below 0"),
+            ("coba", "visits/column/trials/1", lambda v: v + 0.5, r"visits/column/trials/1\[0\] = .* whole number"),
+            ("greso", "streaks/column/easy", lambda v: v - 10**9, r"streaks/column/easy\[0\] = .* is below 0"),
+            ("vipfast", "model/prompt_var_scores", lambda v: v[:, :3], r"prompt_var_scores must hold finite scores"),
+            ("vipfast", "model/prompt_var_scores", lambda v: -v - 1, r"prompt_var_scores must hold finite scores"),
+            ("vipfast", "model/prompt_var", lambda v: np.array(np.nan), "prompt_var must be a finite number > 0"),
+            ("vipfast", "model/prompt_var", lambda v: np.array(-0.5), "prompt_var must be a finite number > 0"),
+            ("vipfast", "model/counts/column/trials", lambda v: -v - 1, r"counts/column/trials\[0\] = .* below 0"),
+            ("vipfast", "model/counts/column/cavity_var", lambda v: -v - 1, r"counts/column/cavity_var\[0\] .* below"),
+            ("vipfast", "model/counts/column/step", lambda v: v + 0.5, r"counts/column/step\[0\] .* whole number"),
+            ("vipfast", "model/step", lambda v: np.array(2.5), "step must be a whole number >= 0, got 2.5"),
+        ],
+    )
+    def test_crafted_state_values_are_refused_at_load(self, tmp_path, rng, name, entry, change, message):
+        """A well-formed file whose state could not have been saved (negative counts, rates outside [0, 1],
+        steps from the future, mis-shaped scores) fails at load, naming the file and the entry, not at plan()."""
+        allocator = build(name)
+        keys, embeddings = random_batch(rng, 6)
+        for _ in range(2):
+            plan = allocator.plan(keys=keys, embeddings=embeddings)
+            allocator.update(plan, (rng.random(plan.total) < 0.5).astype(float))
+        good, crafted = tmp_path / "good.npz", tmp_path / "crafted.npz"
+        allocator.save(good)
+        with np.load(good) as data:
+            arrays = dict(data)
+        arrays[f"state/{entry}"] = change(arrays[f"state/{entry}"])
+        np.savez(crafted, **arrays)
+        load_allocator(good).plan(keys=keys, embeddings=embeddings)
+        with pytest.raises(ValueError, match=f"crafted.npz .*{message}"):
+            load_allocator(crafted)
+
+    def test_a_version_1_knapsack_checkpoint_loads_its_rates_and_refuses_bad_ones(self, tmp_path):
+        header = {"format": "vipfast-allocator", "version": 1, "allocator": "knapsack", "config": {}}
+        keys = np.array([5, 9], dtype=np.uint64)
+        for name, rates in (("v1.npz", [0.25, 1.0]), ("bad_v1.npz", [0.25, 1.5])):
+            np.savez(tmp_path / name, header=np.array(json.dumps(header)), **{"state/rates/keys": keys,
+                                                                              "state/rates/values": np.array(rates)})
+        np.testing.assert_array_equal(load_allocator(tmp_path / "v1.npz").plan(keys=[5, 9, 1]).p, [0.25, 1.0, 0.5])
+        with pytest.raises(ValueError, match=r"bad_v1.npz .*rates/column/rate\[1\] = 1.5 is above 1.0"):
+            load_allocator(tmp_path / "bad_v1.npz")
+
     @pytest.mark.parametrize(
         "header, message",
         [

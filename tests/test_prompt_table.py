@@ -92,3 +92,37 @@ def test_a_state_saved_before_a_column_existed_loads_it_as_its_default(rng):
     for missing in ("touched", "column/a"):  # only optional columns may be missing
         with pytest.raises(ValueError, match=f"must hold.*'{missing}'"):
             grown.load_state_arrays({k: v for k, v in old.state_arrays().items() if k != missing})
+
+
+def test_a_loaded_state_respects_the_tables_bounds(rng):
+    step = [3]
+    table = PromptTable({"successes": 0.0, "trials": 0.0, "step": 0.0, "extra": np.nan}, capacity=100,
+                        dtype=np.float32, bounds={"successes": (0.0, "trials"), "step": (0.0, lambda: step[0])},
+                        whole=("step",), name="counts")
+    keys = rng.integers(0, 2**63, 5, dtype=np.uint64)
+    rows = table.insert(keys)
+    table.write("trials", rows, [4, 4, 2, 1, 0])
+    table.write("successes", rows, [4, 1.5, 0, 1, 0])
+    table.write("step", rows, [0, 1, 3, 3, 2])
+    good = table.state_arrays()  # "extra" stays NaN: the default of a column that may be unset
+    restored = PromptTable(table.defaults, capacity=100, dtype=np.float32, bounds=table.bounds, whole=table.whole,
+                           name="counts")
+    restored.load_state_arrays(good)
+    np.testing.assert_array_equal(restored.read("successes", keys), table.read("successes", keys))
+    cases = {
+        "column/successes": ([4, 1.5, 0, 1.5, 0],
+                             r"counts/column/successes\[3\] = 1.5 is above counts/column/trials\[3\] = 1.0"),
+        "column/trials": ([4, 4, 2, np.inf, 0], r"counts/column/trials\[3\] = inf is not a finite float32 value"),
+        "column/step": ([0, 1, 4, 3, 2], r"counts/column/step\[2\] = 4.0 is above 3"),
+        "column/extra": ([0, 1e39, np.nan, 0, 0], r"counts/column/extra\[1\] = 1e\+39 is not a finite float32 value"),
+        "touched": ([1, 1, 1, 1, 7], r"counts/touched\[4\] = 7.0 is above 1"),
+        "clock": (-1, "counts/clock must be a whole number >= 0, got -1"),
+    }
+    for entry, (values, message) in cases.items():
+        with pytest.raises(ValueError, match=message):
+            restored.load_state_arrays(dict(good, **{entry: np.array(values)}))
+    with pytest.raises(ValueError, match="counts/column/trials must hold real numbers"):
+        restored.load_state_arrays(dict(good, **{"column/trials": np.array(["4"] * 5)}))
+    step[0] = 1  # bounds read when a state loads
+    with pytest.raises(ValueError, match=r"counts/column/step\[2\] = 3.0 is above 1"):
+        restored.load_state_arrays(good)

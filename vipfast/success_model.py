@@ -26,7 +26,7 @@ import numpy as np
 
 from . import _core
 from ._validation import as_uint64_keys
-from .allocators.prompt_table import PromptTable, merge_duplicate_keys
+from .allocators.prompt_table import PromptTable, count_bounds, merge_duplicate_keys, saved_count
 from .success_gp import SuccessGP
 
 __all__ = ["SuccessModel", "SuccessPrediction"]
@@ -80,7 +80,9 @@ class SuccessModel:
         # pre-rollout screen can predict a prompt from its key alone.
         self.counts = PromptTable({"successes": 0.0, "trials": 0.0, "step": 0.0, "cavity_mean": np.nan,
                                    "cavity_var": np.nan}, capacity=capacity, dtype=np.float32,
-                                  optional=("cavity_mean", "cavity_var"))
+                                  optional=("cavity_mean", "cavity_var"),
+                                  bounds={**count_bounds(lambda: self.step), "cavity_var": (0.0, np.inf)},
+                                  whole=("step",), name="counts")
         self.calibration_window = int(calibration_window)
         self.calibration = _core.LogitCalibration(self.calibration_window)
         self.prompt_var_scores = np.zeros((2, len(_PROMPT_VAR_GRID)))  # [identity, recalibrated] x τ² grid
@@ -229,16 +231,28 @@ class SuccessModel:
     def load_state_arrays(self, arrays: dict[str, np.ndarray]) -> None:
         gp_state = {k.removeprefix("gp/"): v for k, v in arrays.items() if k.startswith("gp/")}
         self.gp = SuccessGP.from_state_dict({k: (v.item() if v.ndim == 0 else v) for k, v in gp_state.items()})
+        self.step = saved_count(arrays["step"], "step")  # before the counts, whose steps it bounds
         self.counts.load_state_arrays({k.removeprefix("counts/"): v for k, v in arrays.items()
                                        if k.startswith("counts/")})
         offset, log_scale = arrays["calibration/map"]
-        self.calibration_window = int(arrays["calibration/window"])
+        self.calibration_window = saved_count(arrays["calibration/window"], "calibration/window")
         self.calibration = _core.LogitCalibration(self.calibration_window)
         self.calibration.restore(float(offset), float(log_scale), arrays["calibration/records"])
-        self.prompt_var = float(arrays["prompt_var"])
-        self.prompt_var_scores = np.asarray(arrays["prompt_var_scores"], dtype=np.float64).copy()
-        self.use_calibration = bool(arrays["use_calibration"])
-        self.step = int(arrays["step"])
+        prompt_var = np.asarray(arrays["prompt_var"])
+        if prompt_var.shape != () or prompt_var.dtype.kind not in "iuf" or not (np.isfinite(prompt_var)
+                                                                                and prompt_var > 0):
+            raise ValueError(f"prompt_var must be a finite number > 0, got {prompt_var.tolist()!r}")
+        scores = np.asarray(arrays["prompt_var_scores"])
+        if (scores.shape != self.prompt_var_scores.shape or scores.dtype.kind not in "iuf"
+                or not np.all(np.isfinite(scores) & (scores >= 0))):
+            raise ValueError(f"prompt_var_scores must hold finite scores >= 0 of shape {self.prompt_var_scores.shape}, "
+                             f"got {scores.dtype} of shape {scores.shape}")
+        use_calibration = np.asarray(arrays["use_calibration"])
+        if use_calibration.shape != () or use_calibration.dtype.kind != "b":
+            raise ValueError(f"use_calibration must be a bool, got {use_calibration.tolist()!r}")
+        self.prompt_var = float(prompt_var)
+        self.prompt_var_scores = scores.astype(np.float64)
+        self.use_calibration = bool(use_calibration)
 
 
 def _laplace_posterior(prior_mean, prior_var, successes, trials):

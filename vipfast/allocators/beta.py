@@ -12,7 +12,7 @@ import numpy as np
 
 from .._validation import as_int64, as_real
 from .base import AllocatorBase, Weighing
-from .prompt_table import PromptTable, merge_duplicate_keys
+from .prompt_table import PromptTable, count_bounds, merge_duplicate_keys, saved_count
 from .registry import register
 
 __all__ = ["BetaAllocator", "beta_moments"]
@@ -36,7 +36,8 @@ class BetaAllocator(AllocatorBase):
         if not 0 < forgetting <= 1:
             raise ValueError(f"forgetting must lie in (0, 1], got {forgetting}")
         self.forgetting, self.capacity = forgetting, as_int64(capacity, "capacity")
-        self.counts = PromptTable({"successes": 0.0, "trials": 0.0, "step": 0.0}, capacity=self.capacity)
+        self.counts = PromptTable({"successes": 0.0, "trials": 0.0, "step": 0.0}, capacity=self.capacity,
+                                  bounds=count_bounds(lambda: self.step), whole=("step",), name="counts")
         self.step = 0
 
     def init_options(self) -> dict:
@@ -69,7 +70,7 @@ class BetaAllocator(AllocatorBase):
         return {"step": np.array(self.step), **{f"counts/{k}": v for k, v in self.counts.state_arrays().items()}}
 
     def load_state_arrays(self, arrays, version) -> None:
-        self.step = int(arrays["step"])
+        self.step = saved_count(arrays["step"], "step")
         self.counts.load_state_arrays({k.removeprefix("counts/"): v for k, v in arrays.items() if k != "step"})
 
 

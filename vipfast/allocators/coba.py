@@ -139,7 +139,10 @@ class CobaAllocator(AllocatorBase):
         self.tau_range, self.variance_max = (float(tau_min), float(tau_max)), float(variance_max)
         self.capacity = as_int64(capacity, "capacity")
         columns = {f"{kind}/{age}": 0.0 for age in range(self.window) for kind in ("successes", "trials")}
-        self.visits = PromptTable(columns, capacity=self.capacity)  # age 0 = the latest visit
+        bounds = {f"{kind}/{age}": (0.0, f"trials/{age}" if kind == "successes" else np.inf)
+                  for age in range(self.window) for kind in ("successes", "trials")}
+        self.visits = PromptTable(columns, capacity=self.capacity, bounds=bounds,  # age 0 = the latest visit
+                                  whole=[f"trials/{age}" for age in range(self.window)], name="visits")
         self.failure_rates: deque[float] = deque(maxlen=self.window)
 
     def init_options(self) -> dict:

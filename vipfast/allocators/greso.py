@@ -66,7 +66,9 @@ class GresoAllocator(AllocatorBase):
         self.p_range, self.min_keep = (float(min_p), float(max_p)), float(min_keep)
         self.seed, self.capacity = None if seed is None else int(seed), as_int64(capacity, "capacity")
         self.rng = np.random.default_rng(self.seed)
-        self.streaks = PromptTable({"easy": 0.0, "hard": 0.0}, capacity=self.capacity)
+        self.streaks = PromptTable({"easy": 0.0, "hard": 0.0}, capacity=self.capacity,
+                                   bounds={"easy": (0.0, np.inf), "hard": (0.0, np.inf)}, whole=("easy", "hard"),
+                                   name="streaks")
         self.last_skip_rate: float | None = None
 
     def init_options(self) -> dict:

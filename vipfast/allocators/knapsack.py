@@ -29,7 +29,8 @@ class KnapsackAllocator(AllocatorBase):
     def __init__(self, *, capacity: int = 1 << 21, **options):
         super().__init__(**options)
         self.capacity = as_int64(capacity, "capacity")
-        self.rates = PromptTable({"rate": UNSEEN_RATE}, capacity=self.capacity)
+        self.rates = PromptTable({"rate": UNSEEN_RATE}, capacity=self.capacity, bounds={"rate": (0.0, 1.0)},
+                                 name="rates")
 
     def init_options(self) -> dict:
         return dict(capacity=self.capacity)
@@ -54,11 +55,10 @@ class KnapsackAllocator(AllocatorBase):
         return {f"rates/{k}": v for k, v in self.rates.state_arrays().items()}
 
     def load_state_arrays(self, arrays, version) -> None:
-        if version == 1:  # a plain dict of last rates, oldest first
+        if version == 1:  # a plain dict of last rates, oldest first: one table state, all touched at once
             keys, values = arrays["rates/keys"], arrays["rates/values"]
-            rows = self.rates.insert(keys)
-            self.rates.write("rate", rows, values)
-            return
+            arrays = {"rates/keys": keys, "rates/touched": np.ones(np.shape(keys), np.int64),
+                      "rates/clock": np.array(1), "rates/column/rate": values}
         self.rates.load_state_arrays({k.removeprefix("rates/"): v for k, v in arrays.items()})
 
 

@@ -71,6 +71,9 @@ class PredictionMonitor:
         rows, totals = arrays["rows"], arrays["totals"]
         if rows.ndim != 2 or rows.shape[1] != self._WIDTH or totals.shape != (2,):
             raise ValueError(f"monitor state has shapes {rows.shape} and {totals.shape}, expected (k, {self._WIDTH}) and (2,)")
+        if rows.dtype.kind not in "iuf" or totals.dtype.kind not in "iuf" or not (
+                np.all(np.isfinite(rows)) and np.all(np.isfinite(totals)) and np.all(totals >= 0)):
+            raise ValueError("monitor state must hold finite numbers, with totals >= 0")
         self._rows = deque(np.asarray(rows, dtype=np.float64), maxlen=self.window)
         self.total_successes, self.total_trials = (float(v) for v in totals)
 

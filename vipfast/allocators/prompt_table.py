@@ -6,25 +6,39 @@ About 25 bytes per prompt for the index and the recency stamp, plus the rule's c
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 
 from .. import _core
-from .._validation import as_int64, as_uint64_keys
+from .._validation import _INT64_MAX, as_int64, as_uint64_keys
 
-__all__ = ["PromptTable", "merge_duplicate_keys"]
+__all__ = ["PromptTable", "count_bounds", "merge_duplicate_keys", "saved_count"]
+
+
+def count_bounds(step) -> dict:
+    """PromptTable bounds of forgotten counts: 0 <= successes <= trials, 0 <= step <= the owner's `step()`."""
+    return {"successes": (0.0, "trials"), "trials": (0.0, np.inf), "step": (0.0, step)}
 
 
 class PromptTable:
     """Columns of per-prompt values keyed by uint64 prompt keys; absent prompts read as each column's default."""
 
-    def __init__(self, columns: dict[str, float], capacity: int = 1 << 21, dtype=np.float64, optional=()):
+    def __init__(self, columns: dict[str, float], capacity: int = 1 << 21, dtype=np.float64, optional=(),
+                 bounds=None, whole=(), name: str = "table"):
         """optional: columns a saved state may lack (added after states were first saved); they load as
-        their defaults."""
+        their defaults. bounds: {column: (low, high)} a loaded state must respect, each a number, another
+        column's name or a callable read at load (e.g. the owner's current step); whole: columns that hold
+        whole numbers. Values are finite, or NaN in a column whose default is NaN. name: the state's
+        entry prefix in error messages."""
         self.capacity = as_int64(capacity, "capacity")
         if self.capacity < 1:
             raise ValueError(f"capacity must be >= 1, got {capacity}")
         self.defaults = dict(columns)
         self.optional = frozenset(optional)
+        self.bounds = dict(bounds or {})
+        self.whole = frozenset(whole)
+        self.name = name
         self.dtype = np.dtype(dtype)
         self._index = _core.KeyIndex()
         self._columns = {name: np.empty(0, self.dtype) for name in columns}
@@ -111,6 +125,7 @@ class PromptTable:
         return arrays
 
     def load_state_arrays(self, arrays: dict[str, np.ndarray]) -> None:
+        """Restore a state_arrays() snapshot; a ValueError names the first entry that is not one."""
         keys = as_uint64_keys(arrays["keys"])
         allowed = {"keys", "touched", "clock", *(f"column/{name}" for name in self._columns)}
         required = allowed - {f"column/{name}" for name in self.optional}
@@ -121,11 +136,65 @@ class PromptTable:
         for name in ("touched", *present):
             if arrays[name].shape != keys.shape:
                 raise ValueError(f"prompt table entry {name!r} has shape {arrays[name].shape}, expected {keys.shape}")
+        clock = saved_count(arrays["clock"], f"{self.name}/clock")
+        touched = _saved_column(arrays["touched"], f"{self.name}/touched", ((None, 0.0), (None, float(clock))),
+                                whole=True, nan=False, dtype=np.int64)
+        columns = {name: arrays.get(f"column/{name}", np.full(len(keys), self.defaults[name], self.dtype))
+                   for name in self._columns}
+        # a column bounded by another one is checked after it, against its checked values
+        for name in sorted(self._columns, key=lambda n: any(isinstance(b, str) for b in self.bounds.get(n, ()))):
+            low, high = (self._bound(limit, columns) for limit in self.bounds.get(name, (-np.inf, np.inf)))
+            columns[name] = _saved_column(columns[name], f"{self.name}/column/{name}", (low, high),
+                                          whole=name in self.whole, nan=bool(np.isnan(self.defaults[name])),
+                                          dtype=self.dtype)
         self._index = _core.KeyIndex(keys)
-        self._touched = np.asarray(arrays["touched"], np.int64).copy()
-        self._clock = int(arrays["clock"])
-        self._columns = {name: np.asarray(arrays[f"column/{name}"], self.dtype).copy() if f"column/{name}" in arrays
-                         else np.full(len(keys), self.defaults[name], self.dtype) for name in self._columns}
+        self._touched = touched
+        self._clock = clock
+        self._columns = columns
+
+    def _bound(self, limit, columns):
+        """(label, limit): another column's entry name and values, or (None, a number or what a callable gives now)."""
+        if isinstance(limit, str):
+            return (f"{self.name}/column/{limit}", np.asarray(columns[limit], np.float64))
+        return (None, float(limit() if callable(limit) else limit))
+
+
+def saved_count(value, name: str) -> int:
+    """A saved scalar that counts something (a step, a clock): a whole number >= 0, as a Python int."""
+    array = np.asarray(value)
+    if array.shape != () or array.dtype.kind not in "iuf":
+        raise ValueError(f"{name} must be a scalar count, got {array.dtype} array of shape {array.shape}")
+    number = array.item()
+    if not (math.isfinite(number) and number == int(number) and 0 <= number <= _INT64_MAX):
+        raise ValueError(f"{name} must be a whole number >= 0, got {number!r}")
+    return int(number)
+
+
+def _saved_column(values, name: str, bounds, *, whole: bool, nan: bool, dtype=np.float64) -> np.ndarray:
+    """`values` as `dtype` once they are real, finite (or NaN where `nan`) and representable there, whole where
+    asked and within `bounds`: (low, high), each (None, a number) or (a column's entry name, its values);
+    else a ValueError naming the entry."""
+    array = np.asarray(values)
+    if array.dtype.kind not in "biuf":
+        raise ValueError(f"{name} must hold real numbers, got dtype {array.dtype}")
+    dtype = np.dtype(dtype)
+    array = array.astype(np.float64)
+    largest = float(np.finfo(dtype).max) if dtype.kind == "f" else float(np.iinfo(dtype).max) / 2
+    finite = np.isfinite(array) & (np.abs(array) <= largest)
+    bad = ~finite & ~np.isnan(array) if nan else ~finite
+    if bad.any():
+        i = int(np.flatnonzero(bad)[0])
+        raise ValueError(f"{name}[{i}] = {array[i]} is not a finite {dtype} value")
+    if whole and (finite & (array != np.round(array))).any():
+        i = int(np.flatnonzero(finite & (array != np.round(array)))[0])
+        raise ValueError(f"{name}[{i}] = {array[i]} is not a whole number")
+    for (label, limit), word in zip(bounds, ("below", "above")):
+        bad = array < limit if word == "below" else array > limit
+        if bad.any():
+            i = int(np.flatnonzero(bad)[0])
+            what = f"{label}[{i}] = {float(limit[i])}" if label else f"{limit}"
+            raise ValueError(f"{name}[{i}] = {array[i]} is {word} {what}")
+    return array.astype(dtype)
 
 
 def merge_duplicate_keys(keys: np.ndarray, successes: np.ndarray, trials: np.ndarray):
