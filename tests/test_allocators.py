@@ -292,6 +292,18 @@ def test_knapsack_follows_last_seen_success_rates():
     assert plan.counts[1] == 20
 
 
+@pytest.mark.parametrize("first", [0, 1])
+def test_knapsack_pools_a_prompt_planned_twice_in_one_batch(first):
+    """Prompt 7 twice: 2 of 3 rollouts succeed in one group, 1 of 1 in the other, in either order. Its rate is
+    (2 + 1) / (3 + 1) = 0.75 over all its rollouts, as beta and coba count them (not 2/3 or 1 by the order)."""
+    allocator = make_allocator("knapsack", budget=8, min_rollouts=4, max_rollouts=4)
+    plan = allocator.plan(keys=[7, 7])
+    groups = [([1.0, 1.0, 0.0], 3), ([1.0], 1)]
+    groups = groups if first == 0 else groups[::-1]
+    allocator.update(plan, [r for rewards, _ in groups for r in rewards], [size for _, size in groups])
+    np.testing.assert_array_equal(allocator.plan(keys=[7, 8]).p, [0.75, 0.5])
+
+
 def test_knapsack_memory_is_bounded_and_keeps_recent_prompts(rng):
     allocator = KnapsackAllocator(budget_per_prompt=4, min_rollouts=2, max_rollouts=8, capacity=1000)
     for step in range(30):

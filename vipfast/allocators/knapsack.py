@@ -2,8 +2,9 @@
 
 Value of n rollouts for a prompt with success rate p: the probability that its group is not
 all-equal, 1 − pⁿ − (1 − p)ⁿ, times the informativeness p(1 − p)², with p the prompt's empirical
-success rate when it was last seen (0.5 if never). The value is concave in n, so the exact solver
-maximises its sum under the budget (vipfast.knapsack_costs).
+success rate when it was last seen (0.5 if never; over all its rollouts of that batch when a batch holds
+it twice). The value is concave in n, so the exact solver maximises its sum under the budget
+(vipfast.knapsack_costs).
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ import numpy as np
 from ..allocation import allocate, knapsack_costs
 from .._validation import as_int64
 from .base import AllocatorBase, Weighing
-from .prompt_table import PromptTable
+from .prompt_table import PromptTable, merge_duplicate_keys
 from .registry import register
 
 __all__ = ["KnapsackAllocator"]
@@ -45,8 +46,9 @@ class KnapsackAllocator(AllocatorBase):
 
     def learn(self, plan, successes, trials) -> None:
         seen = trials > 0
-        rows = self.rates.insert(plan.keys[seen])
-        self.rates.write("rate", rows, successes[seen] / trials[seen])
+        keys, successes, trials = merge_duplicate_keys(plan.keys[seen], successes[seen], trials[seen])
+        rows = self.rates.insert(keys)
+        self.rates.write("rate", rows, successes / trials)
 
     def rule_stats(self) -> dict:
         return dict(prompts_held=len(self.rates), memory_bytes=self.rates.memory_bytes)
