@@ -162,6 +162,12 @@ def test_wrong_types_and_shapes(call, error, message):
         call()
 
 
+def test_weights_that_require_grad_are_read_as_constants():
+    torch = pytest.importorskip("torch")
+    weights = torch.tensor([0.25, 0.1, 0.2], requires_grad=True)
+    np.testing.assert_array_equal(vipfast.allocate(weights, 12), vipfast.allocate([0.25, 0.1, 0.2], 12))
+
+
 def test_knapsack_costs_reject_probabilities_outside_unit_interval():
     with pytest.raises(ValueError, match=r"success_probs\[1\] = 1.5 is outside \[0, 1\]"):
         vipfast.knapsack_costs([0.2, 1.5], 2, 4)

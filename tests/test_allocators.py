@@ -246,6 +246,39 @@ def test_bad_rewards(rewards, sizes, message):
         allocator.update(plan, rewards, sizes)
 
 
+@pytest.mark.parametrize(
+    "rewards, error, message",
+    [
+        (["1"] * 12, TypeError, "rewards must hold real numbers, got dtype <U1"),
+        (np.ones((2, 6)), ValueError, r"rewards must be 1-D, got shape \(2, 6\)"),
+        ([1j] * 12, TypeError, "rewards must hold real numbers"),
+    ],
+)
+def test_rewards_must_be_a_flat_array_of_numbers(rewards, error, message):
+    allocator = make_allocator("beta", budget=12, min_rollouts=6, max_rollouts=6)
+    plan = allocator.plan(keys=[1, 2])
+    with pytest.raises(error, match=message):
+        allocator.update(plan, rewards)
+    assert allocator.stats()["prompts_held"] == 0
+
+
+def test_rewards_that_require_grad_are_read_as_constants():
+    torch = pytest.importorskip("torch")
+    allocator = make_allocator("beta", budget=8, min_rollouts=4, max_rollouts=4)
+    plan = allocator.plan(keys=[1, 2])
+    allocator.update(plan, torch.tensor([1.0] * 4 + [0.0] * 4, requires_grad=True))
+    np.testing.assert_array_equal(allocator.forgotten_counts(plan.keys)[0], [4.0, 0.0])
+
+
+@pytest.mark.parametrize("p", [[np.nan, 0.5], [2.0, 0.5], [0.5, -0.1]])
+def test_a_hand_built_plan_with_improbable_p_is_refused(p):
+    allocator = make_allocator("beta", budget=8, min_rollouts=4, max_rollouts=4)
+    plan = Plan(keys=np.array([1, 2], dtype=np.uint64), counts=np.array([4, 4]), weights=np.ones(2), p=np.array(p))
+    with pytest.raises(ValueError, match=r"plan.p must hold probabilities in \[0, 1\], got plan.p\[\d\] ="):
+        allocator.update(plan, np.ones(8))
+    assert allocator.stats()["predictions"]["updates"] == 0 and allocator.stats()["prompts_held"] == 0
+
+
 def test_update_takes_a_plan_with_one_group_per_prompt():
     allocator = UniformAllocator(min_rollouts=2, max_rollouts=16)
     with pytest.raises(TypeError, match="update takes the Plan"):
@@ -279,6 +312,9 @@ def test_a_subset_of_a_plan_can_be_learned(rng):
     np.testing.assert_array_equal(successes, trials)
     with pytest.raises(ValueError, match="boolean selection must have shape"):
         plan.select(np.ones(3, bool))
+    empty = plan.select([])
+    assert len(empty) == 0 and empty.keys.dtype == np.uint64
+    allocator.update(empty, [])
 
 
 def test_knapsack_follows_last_seen_success_rates():

@@ -12,7 +12,10 @@ _UINT64_MAX = 2**64 - 1
 
 
 def as_float64_array(value, name: str, ndim: int | tuple[int, ...]) -> np.ndarray:
-    """C-contiguous, aligned float64 view of `value` (no copy when it already is one)."""
+    """C-contiguous, aligned float64 view of `value` (no copy when it already is one); a torch tensor is
+    read detached and on the host, as the constant it is here."""
+    if type(value).__module__.startswith("torch") and hasattr(value, "detach"):
+        value = value.detach().cpu()
     try:
         array = np.asarray(value)
     except Exception as error:  # ragged nested lists and the like

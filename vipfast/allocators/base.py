@@ -145,13 +145,15 @@ class AllocatorBase:
         started = time.perf_counter()
         if not isinstance(plan, Plan):
             raise TypeError(f"update takes the Plan that plan() returned, got {type(plan).__name__}")
+        rewards = as_float64_array(rewards, "rewards", 1)
         sizes = plan.counts if group_sizes is None else group_sizes
         successes, trials = successes_per_group(rewards, sizes, self.config["reward_threshold"])
         if len(trials) != len(plan):
             raise ValueError(f"the plan has {len(plan)} prompts but group_sizes has {len(trials)} entries")
+        _check_probabilities(plan.p)
         with self._lock:
             self.monitor.record(plan.p, successes, trials)
-            self.learn_rollouts(plan, np.asarray(rewards, dtype=np.float64).reshape(-1), successes, trials)
+            self.learn_rollouts(plan, rewards, successes, trials)
             if ends_step:
                 self.advance()
         self.latency["update"].append(time.perf_counter() - started)
@@ -221,6 +223,17 @@ class AllocatorBase:
         """Called by load_allocator with a checkpoint read by read_checkpoint."""
         self.monitor.load_state_arrays(checkpoint.monitor_arrays)
         self.load_state_arrays(checkpoint.arrays, checkpoint.version)
+
+
+def _check_probabilities(p) -> None:
+    """A plan's predicted success probabilities, when it has them, lie in [0, 1] (a hand-built Plan may not)."""
+    if p is None:
+        return
+    p = as_float64_array(p, "plan.p", 1)
+    outside = ~((p >= 0) & (p <= 1))
+    if outside.any():
+        i = int(np.flatnonzero(outside)[0])
+        raise ValueError(f"plan.p must hold probabilities in [0, 1], got plan.p[{i}] = {p[i]}")
 
 
 def _resolve_keys(prompts, keys) -> tuple[np.ndarray, list[str] | None]:

@@ -7,6 +7,8 @@ from typing import Any
 
 import numpy as np
 
+from .._validation import as_float64_array
+
 __all__ = ["Plan", "successes_per_group"]
 
 
@@ -55,6 +57,8 @@ class Plan:
     def select(self, rows) -> Plan:
         """The plan of a subset of its prompts (a boolean mask [Q] or indices), e.g. those a filter kept."""
         index = np.asarray(rows)
+        if index.size == 0 and index.ndim == 1:
+            index = index.astype(np.intp)  # np.asarray([]) is float64
         if index.dtype == bool:
             if index.shape != (len(self),):
                 raise ValueError(f"a boolean selection must have shape ({len(self)},), got {index.shape}")
@@ -84,7 +88,7 @@ def _rows_of(value, index, rows):
 
 
 def successes_per_group(rewards, group_sizes, threshold=None) -> tuple[np.ndarray, np.ndarray]:
-    """(successes float64 [Q], trials int64 [Q]) from flat rewards [N] and group sizes [Q] (each >= 0).
+    """(successes float64 [Q], trials int64 [Q]) from rewards [N] (1-D, grouped) and group sizes [Q] (each >= 0).
 
     Rewards are binary or fractional in [0, 1] (a rollout counts as that fraction of a success), or
     anything finite with `threshold=t` (a rollout succeeds when its reward >= t).
@@ -92,10 +96,7 @@ def successes_per_group(rewards, group_sizes, threshold=None) -> tuple[np.ndarra
     sizes = np.asarray(group_sizes)
     if sizes.ndim != 1 or sizes.dtype.kind not in "iu":
         raise ValueError(f"group_sizes must be a 1-D integer array, got dtype {sizes.dtype} shape {sizes.shape}")
-    try:
-        rewards = np.asarray(rewards, dtype=np.float64).reshape(-1)
-    except (TypeError, ValueError) as error:
-        raise TypeError(f"rewards must be real numbers: {error}") from None
+    rewards = as_float64_array(rewards, "rewards", 1)
     if sizes.size and sizes.min() < 0:
         raise ValueError(f"group_sizes must be >= 0, got {int(sizes.min())} at index {int(np.argmin(sizes))}")
     if sizes.size and sizes.max() > len(rewards):
