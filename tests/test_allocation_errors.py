@@ -36,6 +36,18 @@ def test_infeasible_budget_names_the_range(budget, message):
         vipfast.allocate([0.1, 0.2, 0.3], budget, min_rollouts=2, max_rollouts=8)
 
 
+def test_infeasible_budget_without_max_names_only_the_callers_bound():
+    """With max_rollouts=None the upper bound is derived from the budget; the message must not blame it."""
+    with pytest.raises(ValueError, match=r"budget 0 is infeasible for 3 prompts with n >= 2 each: it must be at least 6$"):
+        vipfast.allocate([0.25, 0.1, 0.0], 0)
+
+
+def test_curve_reaching_beyond_int64_is_named():
+    with pytest.raises(ValueError, match=r"min_rollouts = 9223372036854775807 with a curve of 2 values covers n up to "
+                                         r"9223372036854775808, beyond int64"):
+        vipfast.allocate([1.0], 2**63 - 1, min_rollouts=2**63 - 1, curve=[1.0, 0.0])
+
+
 def test_min_above_max():
     with pytest.raises(ValueError, match=r"min_rollouts \(9\) exceeds max_rollouts \(8\)"):
         vipfast.allocate([0.1], 9, min_rollouts=9, max_rollouts=8)

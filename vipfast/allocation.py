@@ -59,6 +59,9 @@ def _prepare(weights, budget, min_rollouts, max_rollouts, estimator, curve):
         weights = _float_array(weights, "weights", (1,))
     if curve is not None:
         implied_max = min_rollouts + curve.shape[-1] - 1
+        if implied_max > np.iinfo(np.int64).max:
+            raise ValueError(f"min_rollouts = {min_rollouts} with a curve of {curve.shape[-1]} values covers n up to "
+                             f"{implied_max}, beyond int64")
         if max_rollouts is not None and as_int64(max_rollouts, "max_rollouts") != implied_max:
             raise ValueError(
                 f"max_rollouts = {max_rollouts} disagrees with the curve, which covers "
@@ -68,6 +71,9 @@ def _prepare(weights, budget, min_rollouts, max_rollouts, estimator, curve):
     elif max_rollouts is None:
         if weights is None:
             raise ValueError("weights are required unless curve is a 2-D per-prompt table")
+        if min_rollouts >= 1 and budget < weights.shape[0] * min_rollouts:  # the bound below is not the caller's
+            raise ValueError(f"budget {budget} is infeasible for {weights.shape[0]} prompts with n >= {min_rollouts} "
+                             f"each: it must be at least {weights.shape[0] * min_rollouts}")
         # Unbounded above: no prompt can take more than the whole budget (the core cuts the range further).
         max_rollouts = max(min_rollouts, budget)
     return weights, budget, min_rollouts, as_int64(max_rollouts, "max_rollouts"), estimator, curve
