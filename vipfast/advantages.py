@@ -386,12 +386,16 @@ def _as_vector(value, name: str, integer: bool) -> torch.Tensor:
             array = array.astype(np.float64)  # uint64 has few torch ops
         if not array.dtype.isnative or any(stride < 0 for stride in array.strides):
             array = np.ascontiguousarray(array, dtype=array.dtype.newbyteorder("="))  # torch takes neither
-        with warnings.catch_warnings():  # a read-only array is fine: vipfast never writes to its inputs
-            warnings.filterwarnings("ignore", message="The given NumPy array is not writable")
-            tensor = torch.as_tensor(array)
+        tensor = torch.as_tensor(array) if array.flags.writeable else _read_only_tensor(array)
     if tensor.ndim != 1:
         raise ValueError(f"{name} must be 1-D, got shape {tuple(tensor.shape)}")
     return tensor
+
+
+def _read_only_tensor(array: np.ndarray) -> torch.Tensor:
+    with warnings.catch_warnings():  # torch warns that writes would be undefined; vipfast never writes to inputs
+        warnings.filterwarnings("ignore", message="The given NumPy array is not writable")
+        return torch.as_tensor(array)
 
 
 def _real_vector(value, name: str) -> torch.Tensor:
