@@ -28,6 +28,7 @@ __all__ = [
 
 # The native estimator table: (name, smallest n of its domain, variance curve phi(n)) per estimator.
 _MIN_ROLLOUTS = {name: min_rollouts for name, min_rollouts, _variance in _core.ESTIMATOR_TABLE}
+_INT64_MAX = int(np.iinfo(np.int64).max)
 ESTIMATORS = tuple(_MIN_ROLLOUTS)
 _FLOAT64 = np.dtype(np.float64)
 
@@ -59,7 +60,7 @@ def _prepare(weights, budget, min_rollouts, max_rollouts, estimator, curve):
         weights = _float_array(weights, "weights", (1,))
     if curve is not None:
         implied_max = min_rollouts + curve.shape[-1] - 1
-        if implied_max > np.iinfo(np.int64).max:
+        if implied_max > _INT64_MAX:
             raise ValueError(f"min_rollouts = {min_rollouts} with a curve of {curve.shape[-1]} values covers n up to "
                              f"{implied_max}, beyond int64")
         if max_rollouts is not None and as_int64(max_rollouts, "max_rollouts") != implied_max:
@@ -71,9 +72,11 @@ def _prepare(weights, budget, min_rollouts, max_rollouts, estimator, curve):
     elif max_rollouts is None:
         if weights is None:
             raise ValueError("weights are required unless curve is a 2-D per-prompt table")
-        if min_rollouts >= 1 and budget < weights.shape[0] * min_rollouts:  # the bound below is not the caller's
-            raise ValueError(f"budget {budget} is infeasible for {weights.shape[0]} prompts with n >= {min_rollouts} "
-                             f"each: it must be at least {weights.shape[0] * min_rollouts}")
+        num_prompts, lowest = weights.shape[0], weights.shape[0] * min_rollouts
+        if min_rollouts >= 1 and budget < lowest:  # named here: the upper bound below is not the caller's
+            at_least = f"{num_prompts} * {min_rollouts}, which exceeds the int64 range" if lowest > _INT64_MAX else lowest
+            raise ValueError(f"budget {budget} is infeasible for {num_prompts} prompts with n >= {min_rollouts} each: "
+                             f"it must be at least {at_least}")
         # Unbounded above: no prompt can take more than the whole budget (the core cuts the range further).
         max_rollouts = max(min_rollouts, budget)
     return weights, budget, min_rollouts, as_int64(max_rollouts, "max_rollouts"), estimator, curve
