@@ -73,6 +73,16 @@ def roundoff_tolerance(rewards, sizes, estimator: str, expected, roundoff: float
         return bound * (1 + expected) + 2.0**-23 * expected + 1e-300  # 2^-23 |A|: one float32 ulp
 
 
+def seen_by_vipfast(container) -> np.ndarray:
+    """Rewards as vipfast computes with them, in float64: the container's values as numpy reads them (a
+    list holding an int beyond int64 reads as float64), then bools and integers of up to 16 bits as
+    float32, wider integers as float64."""
+    values = np.asarray(container)
+    if values.dtype.kind != "f":
+        values = values.astype(np.float32 if values.dtype.itemsize <= 2 else np.float64)
+    return values.astype(np.float64)
+
+
 def group_positions(form: str, grouping, num_rollouts: int, check: bool):
     """Each group's positions, or None when the grouping is one vipfast must refuse.
 

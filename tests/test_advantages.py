@@ -27,6 +27,7 @@ from advantages_reference import (
     reference_groups_of,
     reference_tokens,
     roundoff_tolerance,
+    seen_by_vipfast,
 )
 
 torch = pytest.importorskip("torch", reason="the advantage functions need torch (the `torch` extra)")
@@ -866,16 +867,6 @@ REWARD_DTYPES = [np.bool_, np.int8, np.int16, np.int32, np.int64, np.uint64, np.
 PATH_EXAMPLES = {"native": 300, "torch-cpu": 150, "triton-interpreter": 25}
 
 
-def _seen_by_vipfast(container) -> np.ndarray:
-    """Rewards as the implementation computes with them: the container's values as numpy reads them (a
-    list holding an int beyond int64 reads as float64), then bools and integers of up to 16 bits as
-    float32, wider integers as float64."""
-    values = np.asarray(container)
-    if values.dtype.kind != "f":
-        values = values.astype(np.float32 if values.dtype.itemsize <= 2 else np.float64)
-    return values.astype(np.float64)
-
-
 def _container(draw, values: np.ndarray):
     """The same values as a list, a numpy array or a torch tensor, contiguous or strided."""
     kind = draw(st.sampled_from(["numpy", "list", "torch", "strided-numpy", "strided-torch"]))
@@ -962,7 +953,7 @@ def test_group_advantages_fuzz(path):
         eps, check = data.draw(st.sampled_from([0.0, 1e-6, 1.0])), data.draw(st.booleans())
         groups = group_positions(form, grouping, n, check)
         rewards = _container(data.draw, values)
-        seen = _seen_by_vipfast(rewards)
+        seen = seen_by_vipfast(rewards)
         with pytest.MonkeyPatch.context() as patch:
             force_backend(patch, path)
             call = lambda: _call_grouped(form, grouping, rewards, estimator=estimator, eps=eps, check=check)  # noqa: E731
@@ -1003,7 +994,7 @@ def test_token_advantages_fuzz(path):
                 return
             out = call()
         with np.errstate(over="ignore"):
-            seen = _seen_by_vipfast(advantages).astype(np.float32).astype(np.float64)
+            seen = seen_by_vipfast(advantages).astype(np.float32).astype(np.float64)
         expected = reference_tokens(seen, lengths, layout, max_len)
         if layout == "padded":
             out, mask = out
@@ -1030,7 +1021,7 @@ def test_fused_token_advantages_fuzz():
         groups = group_positions(form, grouping, n, check)
         keyword = {"sizes": "group_sizes", "offsets": "offsets"}[form]
         rewards = _container(data.draw, values)
-        seen = _seen_by_vipfast(rewards)
+        seen = seen_by_vipfast(rewards)
         call = lambda: vipfast.fused_token_advantages(  # noqa: E731
             rewards, response_lengths=lengths, **{keyword: grouping}, estimator=estimator, check=check)
         bad_lengths = min(lengths, default=0) < 0 or sum(lengths) >= 2**61

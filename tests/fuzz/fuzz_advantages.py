@@ -20,13 +20,19 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # tests/, for advantages_reference
-from advantages_reference import assert_advantages, group_positions, reference_groups_of, reference_tokens  # noqa: E402
+from advantages_reference import (  # noqa: E402
+    assert_advantages,
+    group_positions,
+    reference_groups_of,
+    reference_tokens,
+    seen_by_vipfast,
+)
 
 from vipfast import _core  # noqa: E402
 from vipfast.allocation import ESTIMATORS  # noqa: E402
 
 INT64_EDGES = [-(2**63), -(2**62), -2, -1, 0, 1, 2**31, 2**62, 2**63 - 1]
-REWARD_DTYPES = [np.bool_, np.int8, np.int32, np.int64, np.uint64, np.float16, np.float32, np.float64]
+REWARD_DTYPES = [np.bool_, np.int8, np.int16, np.int32, np.int64, np.uint64, np.float16, np.float32, np.float64]
 ROUNDOFF = 2.0**-52  # the native core and the torch path sum in float64
 
 
@@ -54,9 +60,6 @@ def strided(rng, values: np.ndarray) -> np.ndarray:
     return np.repeat(values, 2)[::2] if rng.random() < 0.3 else values
 
 
-def seen_by_vipfast(values: np.ndarray) -> np.ndarray:
-    """Integers and bools become float32; floats are read as they are."""
-    return (values if values.dtype.kind == "f" else values.astype(np.float32)).astype(np.float64)
 
 
 def integer_array(rng, values: list[int]) -> np.ndarray:
@@ -124,11 +127,12 @@ def public_cases(torch, vipfast):
         values, check = rewards(rng, n), bool(rng.random() < 0.5)
         estimator, eps = ESTIMATORS[rng.integers(3)], [0.0, 1e-6, 1.0][rng.integers(3)]
         groups = group_positions(form, argument, n, check)
-        seen = seen_by_vipfast(values)
+        given = as_input(rng, values)
+        seen = seen_by_vipfast(given)
         keyword = {"sizes": "group_sizes", "offsets": "offsets", "index": "index"}[form]
         if form != "index" and rng.random() < 0.3:
             argument = argument.tolist() if rng.random() < 0.5 else torch.from_numpy(argument.astype(np.int64))
-        call = lambda: vipfast.group_advantages(as_input(rng, values), **{keyword: argument},  # noqa: E731
+        call = lambda: vipfast.group_advantages(given, **{keyword: argument},  # noqa: E731
                                                 estimator=estimator, eps=eps, check=check)
         if groups is None or (check and not np.isfinite(seen).all()):
             raise Invalid(call)
@@ -148,12 +152,13 @@ def public_cases(torch, vipfast):
         max_len = [None, -1, 0, 3, 7][rng.integers(5)] if layout == "padded" else None
         width = max(lengths, default=0) if max_len is None else max_len
         valid = valid and width >= max(lengths, default=0) and (layout == "packed" or n * width < 2**61)
-        call = lambda: vipfast.token_advantages(as_input(rng, values), integer_array(rng, lengths),  # noqa: E731
+        given = as_input(rng, values)
+        call = lambda: vipfast.token_advantages(given, integer_array(rng, lengths),  # noqa: E731
                                                 layout=layout, max_len=max_len, check=bool(rng.random() < 0.5))
         if not valid:
             raise Invalid(call)
         with np.errstate(over="ignore"):
-            seen = seen_by_vipfast(values).astype(np.float32)
+            seen = seen_by_vipfast(given).astype(np.float32)
         expected = reference_tokens(seen, lengths, layout, max_len)
         out = call()
         if layout == "padded":
@@ -167,14 +172,15 @@ def public_cases(torch, vipfast):
         lengths, lengths_valid = lengths_case(rng, n)
         estimator = ESTIMATORS[rng.integers(3)]
         groups = group_positions(form, argument, n, check)
-        seen = seen_by_vipfast(values)
+        given = as_input(rng, values)
+        seen = seen_by_vipfast(given)
         keyword = {"sizes": "group_sizes", "offsets": "offsets"}[form]
-        call = lambda: vipfast.fused_token_advantages(as_input(rng, values), response_lengths=lengths,  # noqa: E731
+        call = lambda: vipfast.fused_token_advantages(given, response_lengths=lengths,  # noqa: E731
                                                       **{keyword: argument}, estimator=estimator, check=check)
         if groups is None or not lengths_valid or (check and not np.isfinite(seen).all()):
             raise Invalid(call)
         out = call().numpy()
-        per_rollout = vipfast.group_advantages(values, **{keyword: argument}, estimator=estimator, check=check).numpy()
+        per_rollout = vipfast.group_advantages(given, **{keyword: argument}, estimator=estimator, check=check).numpy()
         assert_advantages(per_rollout, seen, groups, estimator, 1e-6, ROUNDOFF, check)
         np.testing.assert_array_equal(out, np.repeat(per_rollout, lengths))
 
