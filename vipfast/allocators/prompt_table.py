@@ -185,8 +185,9 @@ def _saved_column(values, name: str, bounds, *, whole: bool, nan: bool, dtype=np
     if bad.any():
         i = int(np.flatnonzero(bad)[0])
         raise ValueError(f"{name}[{i}] = {array[i]} is not a finite {dtype} value")
-    if whole and (finite & (array != np.round(array))).any():
-        i = int(np.flatnonzero(finite & (array != np.round(array)))[0])
+    fractional = np.flatnonzero(finite & (array != np.round(array))) if whole else ()
+    if len(fractional):
+        i = int(fractional[0])
         raise ValueError(f"{name}[{i}] = {array[i]} is not a whole number")
     for (label, limit), word in zip(bounds, ("below", "above")):
         bad = array < limit if word == "below" else array > limit
